@@ -1,0 +1,177 @@
+"""The one HTTP seam to Azure ML, on ``requests``.
+
+A pooled Session shared by the worker threads, connect/read timeouts, bounded retries with jittered
+backoff on 429, 5xx and dropped connections, a process-wide pause that honours Retry-After for every
+thread, the URL policy on every call (no redirects followed), and the bearer token from azure-identity
+(cached and refreshed by the library, never logged).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from shared.errors import (
+    AzureMLError,
+    BadResponseError,
+    RetryableError,
+    ThrottledError,
+    classify_status,
+)
+from shared.ports import ApiResponse
+from shared.urls import UrlPolicy, redact_url
+
+log = logging.getLogger("dsr.http")
+
+
+class TokenSource(Protocol):
+    def get_token(self, *scopes: str) -> Any: ...
+
+
+class ThrottleGate:
+    """A pause shared by all threads of the process: one 429 slows everyone, not just its own thread."""
+
+    def __init__(self, clock: Any = time.monotonic, sleep: Any = time.sleep) -> None:
+        self._lock = threading.Lock()
+        self._resume_at = 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self.throttled = 0
+
+    def pause(self, seconds: float) -> None:
+        with self._lock:
+            self.throttled += 1
+            self._resume_at = max(self._resume_at, self._clock() + seconds)
+
+    def wait(self) -> None:
+        while True:
+            with self._lock:
+                delay = self._resume_at - self._clock()
+            if delay <= 0:
+                return
+            self._sleep(min(delay, 5.0))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_code(body: Any) -> str:
+    """The service's own error code (never its message, which may name people)."""
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and isinstance(err.get("code"), str):
+            return err["code"][:64]
+        if isinstance(body.get("code"), str):
+            return body["code"][:64]
+    return ""
+
+
+class AzureMLHttp:
+    """Implements ``shared.ports.AzureML``."""
+
+    def __init__(self, credential: TokenSource, *, scope: str, policy: UrlPolicy, pool_size: int = 16,
+                 connect_timeout: float = 10.0, read_timeout: float = 60.0, max_attempts: int = 8,
+                 max_retry_after: float = 120.0, backoff_base: float = 0.5, backoff_cap: float = 30.0,
+                 gate: ThrottleGate | None = None, sleep: Any = time.sleep) -> None:
+        self._credential = credential
+        self._scope = scope
+        self._policy = policy
+        self._timeout = (connect_timeout, read_timeout)
+        self._max_attempts = max_attempts
+        self._max_retry_after = max_retry_after
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._sleep = sleep
+        self.gate = gate or ThrottleGate(sleep=sleep)
+        self._session = requests.Session()
+        self._session.trust_env = False
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 4), max_retries=0)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        self.calls = 0
+        self._count_lock = threading.Lock()
+
+    def get(self, url: str) -> ApiResponse:
+        return self.request("GET", url)
+
+    def delete(self, url: str) -> ApiResponse:
+        return self.request("DELETE", url)
+
+    def request(self, method: str, url: str) -> ApiResponse:
+        self._policy.check(url)
+        last: AzureMLError | None = None
+        for attempt in range(1, self._max_attempts + 1):
+            self.gate.wait()
+            try:
+                return self._once(method, url)
+            except RetryableError as exc:
+                last = exc
+                if attempt == self._max_attempts:
+                    break
+                if isinstance(exc, ThrottledError) and exc.retry_after is not None:
+                    delay = min(exc.retry_after, self._max_retry_after)
+                    self.gate.pause(delay)
+                else:
+                    delay = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                    self._sleep(delay)
+                log.debug("retrying", extra={"method": method, "url": redact_url(url), "attempt": attempt,
+                                             "error": exc.code, "status": exc.status})
+        assert last is not None
+        last.message = f"{last.message} (gave up after {self._max_attempts} attempts)"
+        raise last
+
+    def _once(self, method: str, url: str) -> ApiResponse:
+        token = self._credential.get_token(self._scope).token
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
+                   "User-Agent": "aml-dsr/1.0"}
+        with self._count_lock:
+            self.calls += 1
+        started = time.monotonic()
+        try:
+            response = self._session.request(method, url, headers=headers, timeout=self._timeout,
+                                             allow_redirects=False)
+            content = response.content
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise RetryableError(f"connection failed ({type(exc).__name__})", code="connection_failed") from None
+        except requests.RequestException as exc:
+            raise RetryableError(f"request failed ({type(exc).__name__})", code="connection_failed") from None
+        status = response.status_code
+        body: Any = None
+        if content:
+            try:
+                body = json.loads(content)
+            except ValueError:
+                if 200 <= status < 300:
+                    raise RetryableError(f"HTTP {status} with a body that is not JSON", code="bad_json") from None
+        log.debug("call", extra={"method": method, "url": redact_url(url), "status": status,
+                                 "ms": round((time.monotonic() - started) * 1000)})
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if status == 200 and _error_code(body) == "RequestThrottled":
+            status = 429
+        error = classify_status(status, retry_after=retry_after, detail=_error_code(body))
+        if error is not None:
+            raise error
+        if status not in (200, 201, 202, 204):
+            raise BadResponseError(f"unexpected HTTP {status}", status=status)
+        return ApiResponse(status=status, headers={k.lower(): v for k, v in response.headers.items()}, body=body)
+
+    def close(self) -> None:
+        self._session.close()

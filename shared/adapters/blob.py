@@ -1,0 +1,106 @@
+"""Blob storage adapters (azure-storage-blob): the bundle store and the append-only audit log."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
+
+from shared.settings import Settings
+
+_JSON = ContentSettings(content_type="application/json")
+_JSONL = ContentSettings(content_type="application/x-ndjson")
+
+
+def blob_service(settings: Settings, credential: Any | None) -> BlobServiceClient:
+    if settings.storage_blob_uri:
+        return BlobServiceClient(settings.storage_blob_uri, credential=credential)
+    assert settings.storage_connection_string
+    return BlobServiceClient.from_connection_string(settings.storage_connection_string)
+
+
+class _Container:
+    """A container created on first use (private: no public access level is ever set)."""
+
+    def __init__(self, service: BlobServiceClient, name: str) -> None:
+        self._service = service
+        self._name = name
+        self._client: ContainerClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> ContainerClient:
+        with self._lock:
+            if self._client is None:
+                client = self._service.get_container_client(self._name)
+                try:
+                    client.create_container()
+                except ResourceExistsError:
+                    pass
+                self._client = client
+            return self._client
+
+
+class BlobBlockBlob:
+    def __init__(self, container: ContainerClient, name: str) -> None:
+        self._blob = container.get_blob_client(name)
+
+    def stage(self, block_id: str, data: bytes) -> None:
+        self._blob.stage_block(block_id, data, length=len(data))
+
+    def commit(self, block_ids: list[str]) -> None:
+        self._blob.commit_block_list(block_ids, content_settings=_JSONL)
+
+
+class BlobBundleStore:
+    """Implements ``shared.ports.BundleStore`` on one container."""
+
+    def __init__(self, service: BlobServiceClient, container: str) -> None:
+        self._container = _Container(service, container)
+        self.container_name = container
+
+    def block_blob(self, name: str) -> BlobBlockBlob:
+        return BlobBlockBlob(self._container.client, name)
+
+    def put_json(self, name: str, document: Any) -> None:
+        data = json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8")
+        self._container.client.upload_blob(name, data, overwrite=True, content_settings=_JSON)
+
+    def delete(self, name: str) -> None:
+        try:
+            self._container.client.delete_blob(name)
+        except ResourceNotFoundError:
+            pass
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return self._container.client.download_blob(name).readall()
+        except ResourceNotFoundError:
+            return None
+
+    def list_names(self, prefix: str) -> list[str]:
+        return [b.name for b in self._container.client.list_blobs(name_starts_with=prefix)]
+
+
+class BlobAuditLog:
+    """Implements ``shared.ports.AuditLog``: one append blob per request; lines are only ever appended."""
+
+    def __init__(self, service: BlobServiceClient, container: str) -> None:
+        self._container = _Container(service, container)
+        self._lock = threading.Lock()
+
+    def append(self, request_id: str, lines: list[dict[str, Any]]) -> None:
+        if not lines:
+            return
+        blob = self._container.client.get_blob_client(f"{request_id}.jsonl")
+        data = b"".join(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n" for line in lines)
+        with self._lock:
+            try:
+                blob.create_append_blob(if_none_match="*")
+            except ResourceExistsError:
+                pass
+            for start in range(0, len(data), 4 * 1024 * 1024):
+                blob.append_block(data[start:start + 4 * 1024 * 1024])

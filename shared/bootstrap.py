@@ -1,0 +1,76 @@
+"""The composition root: builds the real adapters lazily, once per process (a Functions worker reuses them)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from shared.catalog import load_catalog
+from shared.ports import OutcomePublisher
+from shared.processor import Services
+from shared.settings import Settings, load_settings, require_storage
+
+T = TypeVar("T")
+
+
+def lazy(factory: Callable[[], T]) -> Callable[[], T]:
+    lock = threading.Lock()
+    box: list[T] = []
+
+    def get() -> T:
+        with lock:
+            if not box:
+                box.append(factory())
+            return box[0]
+
+    return get
+
+
+def build_services(settings: Settings | None = None, *, publishers: list[OutcomePublisher] | None = None,
+                   with_servicebus: bool = True) -> Services:
+    settings = settings or load_settings()
+    require_storage(settings)
+    catalog = load_catalog()
+
+    @lazy
+    def credential() -> Any:
+        from shared.adapters.identity import build_credential
+
+        return build_credential(settings)
+
+    @lazy
+    def aml() -> Any:
+        from shared.adapters.aml_http import AzureMLHttp
+        from shared.urls import UrlPolicy
+
+        return AzureMLHttp(credential(), scope=settings.token_scope, policy=UrlPolicy(settings.endpoints),
+                           pool_size=settings.concurrency * 2, connect_timeout=settings.connect_timeout,
+                           read_timeout=settings.read_timeout, max_attempts=settings.max_attempts,
+                           max_retry_after=settings.max_retry_after)
+
+    @lazy
+    def blob_service() -> Any:
+        from shared.adapters.blob import blob_service as make
+
+        return make(settings, credential() if settings.storage_blob_uri else None)
+
+    @lazy
+    def bundles() -> Any:
+        from shared.adapters.blob import BlobBundleStore
+
+        return BlobBundleStore(blob_service(), settings.export_container)
+
+    @lazy
+    def audit() -> Any:
+        from shared.adapters.blob import BlobAuditLog
+
+        return BlobAuditLog(blob_service(), settings.audit_container)
+
+    chosen = list(publishers or [])
+    if with_servicebus and settings.servicebus_namespace and publishers is None:
+        from shared.adapters.servicebus import ServiceBusOutcomePublisher
+
+        chosen.append(ServiceBusOutcomePublisher(settings.servicebus_namespace, settings.outcome_queue,
+                                                 credential_factory=credential))
+    return Services(settings=settings, catalog=catalog, aml=aml, bundles=bundles, audit=audit, publishers=chosen)

@@ -1,0 +1,110 @@
+"""The export bundle (contract §3): per-kind ``.jsonl`` block blobs written as items arrive, manifest last."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from shared.contract import Target
+from shared.ports import BlockBlob
+
+BLOCK_BYTES = 4 * 1024 * 1024
+REDACTED = "[REDACTED]"
+
+
+def bundle_prefix(request_id: str) -> str:
+    return f"{request_id}/"
+
+
+def manifest_name(request_id: str) -> str:
+    return f"{request_id}/manifest.json"
+
+
+def jsonl_name(request_id: str, target: Target, kind: str) -> str:
+    return f"{request_id}/{target.subscriptionId}/{target.resourceGroup}/{target.workspace}/{kind}.jsonl"
+
+
+def scrub_secrets(value: Any, secret_names: frozenset[str]) -> tuple[Any, int]:
+    """A copy of ``value`` with every field named like a credential replaced; and how many were."""
+    count = 0
+
+    def walk(item: Any) -> Any:
+        nonlocal count
+        if isinstance(item, dict):
+            out = {}
+            for key, child in item.items():
+                if isinstance(key, str) and key.lower() in secret_names and child not in (None, "", {}, []):
+                    out[key] = REDACTED
+                    count += 1
+                else:
+                    out[key] = walk(child)
+            return out
+        if isinstance(item, list):
+            return [walk(child) for child in item]
+        return item
+
+    return walk(value), count
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    name: str
+    kind: str
+    workspace: str
+    items: int
+    bytes: int
+    sha256: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "workspace": self.workspace, "items": self.items,
+                "bytes": self.bytes, "sha256": self.sha256}
+
+
+class JsonlWriter:
+    """Thread-safe; memory bounded by one block. Nothing is visible until ``close`` commits the blocks."""
+
+    def __init__(self, blob: BlockBlob, *, name: str, kind: str, workspace: str, block_bytes: int = BLOCK_BYTES) -> None:
+        self._blob = blob
+        self._name = name
+        self._kind = kind
+        self._workspace = workspace
+        self._block_bytes = block_bytes
+        self._lock = threading.Lock()
+        self._buffer = bytearray()
+        self._blocks: list[str] = []
+        self._sha = hashlib.sha256()
+        self._bytes = 0
+        self.items = 0
+        self._closed: FileEntry | None = None
+
+    def write(self, line: dict[str, Any]) -> None:
+        data = json.dumps(line, ensure_ascii=False, separators=(",", ":"), sort_keys=False).encode("utf-8") + b"\n"
+        with self._lock:
+            if self._closed is not None:
+                raise RuntimeError(f"{self._name} is already closed")
+            self._buffer += data
+            self._sha.update(data)
+            self._bytes += len(data)
+            self.items += 1
+            if len(self._buffer) >= self._block_bytes:
+                self._stage()
+
+    def _stage(self) -> None:
+        block_id = base64.b64encode(f"{len(self._blocks):08d}".encode()).decode()
+        self._blob.stage(block_id, bytes(self._buffer))
+        self._blocks.append(block_id)
+        self._buffer = bytearray()
+
+    def close(self) -> FileEntry:
+        with self._lock:
+            if self._closed is None:
+                if self._buffer:
+                    self._stage()
+                self._blob.commit(self._blocks)
+                self._closed = FileEntry(self._name, self._kind, self._workspace, self.items, self._bytes,
+                                         self._sha.hexdigest())
+            return self._closed

@@ -1,0 +1,316 @@
+"""Contract v1 (see ../shared/contract.md): the request message and its validation. No I/O.
+
+``parse_request`` turns the bytes of a Service Bus body (or a CLI file) into a ``DsrRequest`` or raises
+``RequestRejected`` carrying one ``Violation`` per broken rule, each with a stable code and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from shared.errors import RequestRejected, Violation
+
+SCHEMA_VERSION = "1"
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_DEPTH = 8
+
+EXPORT_KINDS: tuple[str, ...] = (
+    "workspace", "computes", "experiments", "runs", "metrics", "artifacts", "tasks", "datastores",
+    "models", "assets", "images", "services", "pipelineExperiments", "pipelineGraphs",
+    "pipelineModules", "pipelineTemplates", "pipelineDataSources",
+)
+DELETE_KINDS: tuple[str, ...] = ("models", "assets", "images", "services")
+
+GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+REQUEST_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+RESOURCE_GROUP = r"^[A-Za-z0-9._()-]*[A-Za-z0-9_()-]$"
+WORKSPACE = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+LOCATION = r"^[a-z][a-z0-9]{1,39}$"
+UPN = r"^[^@\s]{1,128}@[^@\s]{1,253}$"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+_Strict = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Target(BaseModel):
+    model_config = _Strict
+    subscriptionId: Annotated[str, Field(pattern=GUID)]
+    resourceGroup: Annotated[str, Field(min_length=1, max_length=90, pattern=RESOURCE_GROUP)]
+    workspace: Annotated[str, Field(min_length=3, max_length=33, pattern=WORKSPACE)]
+    location: Annotated[str, Field(pattern=LOCATION)]
+
+    @property
+    def resource_id(self) -> str:
+        return (f"/subscriptions/{self.subscriptionId}/resourceGroups/{self.resourceGroup}"
+                f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace}")
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.subscriptionId.lower(), self.resourceGroup.lower(), self.workspace.lower())
+
+
+class Subject(BaseModel):
+    model_config = _Strict
+    objectId: Annotated[str, Field(pattern=GUID)]
+    tenantId: Annotated[str | None, Field(pattern=GUID)] = None
+    upn: Annotated[str | None, Field(max_length=256, pattern=UPN)] = None
+
+
+class DsrRequest(BaseModel):
+    model_config = _Strict
+    schemaVersion: Literal["1"]
+    requestId: Annotated[str, Field(min_length=1, max_length=64, pattern=REQUEST_ID)]
+    operation: Literal["export", "delete"]
+    targets: Annotated[list[Target], Field(min_length=1, max_length=100)]
+    resourceKinds: list[str] | None = None
+    scope: Literal["workspace", "subject"] = "workspace"
+    subject: Subject | None = None
+    dryRun: bool = False
+    deleteWorkspace: bool = False
+    confirmWorkspace: str | None = None
+    requestedBy: Annotated[str | None, Field(max_length=128)] = None
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> DsrRequest:
+        allowed = EXPORT_KINDS if self.operation == "export" else DELETE_KINDS
+        if self.resourceKinds is not None:
+            if not self.resourceKinds:
+                raise _rule("too_few", "resourceKinds", "must name at least one kind, or be left out for every kind")
+            for i, kind in enumerate(self.resourceKinds):
+                if kind in allowed:
+                    continue
+                if self.operation == "delete" and kind in EXPORT_KINDS:
+                    raise _rule("kind_not_deletable", f"resourceKinds[{i}]",
+                                f"{kind!r} can be exported but not deleted; deletable kinds: {', '.join(DELETE_KINDS)}"
+                                + (" (the workspace itself only through deleteWorkspace)" if kind == "workspace" else ""))
+                raise _rule("unknown_kind", f"resourceKinds[{i}]",
+                            f"{kind[:40]!r} is not a kind of {self.operation}; allowed: {', '.join(allowed)}")
+            if len(set(self.resourceKinds)) != len(self.resourceKinds):
+                raise _rule("duplicate_value", "resourceKinds", "names a kind more than once")
+        seen: set[tuple[str, str, str]] = set()
+        for i, target in enumerate(self.targets):
+            if target.key in seen:
+                raise _rule("duplicate_target", f"targets[{i}]", "names the same workspace as an earlier target")
+            seen.add(target.key)
+        if self.scope == "subject" and self.subject is None:
+            raise _rule("subject_required", "subject", "is required when scope is 'subject'")
+        if self.operation == "export":
+            for name in ("dryRun", "deleteWorkspace"):
+                if getattr(self, name):
+                    raise _rule("delete_only", name, "applies to delete requests only")
+            if self.confirmWorkspace is not None:
+                raise _rule("delete_only", "confirmWorkspace", "applies to delete requests only")
+        if self.deleteWorkspace:
+            if len(self.targets) != 1:
+                raise _rule("workspace_delete_single_target", "targets",
+                            "deleteWorkspace needs exactly one target")
+            if self.confirmWorkspace != self.targets[0].workspace:
+                raise _rule("workspace_delete_unconfirmed", "confirmWorkspace",
+                            "must equal the target workspace's name to delete the workspace itself")
+        elif self.confirmWorkspace is not None:
+            raise _rule("confirm_without_delete", "confirmWorkspace", "is only meaningful with deleteWorkspace: true")
+        return self
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The requested kinds in catalog order (the default: every kind of the operation)."""
+        allowed = EXPORT_KINDS if self.operation == "export" else DELETE_KINDS
+        if self.resourceKinds is None:
+            return allowed
+        return tuple(k for k in allowed if k in self.resourceKinds)
+
+
+def _rule(code: str, field: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError(code, "{field}: {message}", {"field": field, "message": message})
+
+
+# pydantic error type -> (our stable code, message)
+_PYDANTIC_CODES: dict[str, tuple[str, str]] = {
+    "missing": ("missing_field", "is required"),
+    "extra_forbidden": ("unknown_field", "is not a field of this message (check the spelling)"),
+    "string_type": ("wrong_type", "must be a string"),
+    "bool_type": ("wrong_type", "must be true or false (a JSON boolean)"),
+    "list_type": ("wrong_type", "must be a JSON array"),
+    "model_type": ("wrong_type", "must be a JSON object"),
+    "model_attributes_type": ("wrong_type", "must be a JSON object"),
+    "dict_type": ("wrong_type", "must be a JSON object"),
+    "none_required": ("wrong_type", "must be null"),
+    "string_pattern_mismatch": ("invalid_format", "has characters or a form that is not allowed"),
+    "string_too_short": ("too_short", "is too short"),
+    "string_too_long": ("too_long", "is too long"),
+    "too_short": ("too_few", "has too few entries"),
+    "too_long": ("too_many", "has too many entries"),
+    "literal_error": ("invalid_value", "is not one of the allowed values"),
+}
+
+_FIELD_RULES: dict[str, str] = {
+    "requestId": "1-64 characters: letters, digits, '.', '_', '-', starting with a letter or digit",
+    "subscriptionId": "a GUID",
+    "objectId": "a GUID",
+    "tenantId": "a GUID",
+    "resourceGroup": "1-90 letters, digits, '._-()', not ending in '.'",
+    "workspace": "3-33 letters, digits, '_', '-', starting with a letter or digit",
+    "location": "an Azure region name: a lowercase letter then 1-39 lowercase letters or digits",
+    "upn": "a user principal name like name@domain",
+    "schemaVersion": "\"1\"",
+    "operation": "\"export\" or \"delete\"",
+    "scope": "\"workspace\" or \"subject\"",
+    "targets": "1 to 100 workspaces",
+    "requestedBy": "at most 128 characters",
+}
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += ("." if path else "") + str(part)
+    return path
+
+
+def _violations(error: ValidationError) -> list[Violation]:
+    out: list[Violation] = []
+    for err in error.errors(include_url=False):
+        etype = err["type"]
+        ctx = err.get("ctx") or {}
+        if "field" in ctx and "message" in ctx and etype not in _PYDANTIC_CODES:
+            out.append(Violation(etype, str(ctx["field"]), f"{ctx['field']} {ctx['message']}"))
+            continue
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+        field = _field_path(loc) or "(message)"
+        code, text = _PYDANTIC_CODES.get(etype, ("invalid_value", "is not valid"))
+        rule = _FIELD_RULES.get(str(loc[-1]) if loc else "", "")
+        message = f"{field} {text}" + (f"; expected {rule}" if rule and code not in ("missing_field", "unknown_field") else "")
+        out.append(Violation(code, field, message))
+    return out
+
+
+def _reject(code: str, field: str, message: str, raw: Any = None) -> RequestRejected:
+    request_id, operation = _salvage(raw)
+    return RequestRejected([Violation(code, field, message)], request_id=request_id, operation=operation)
+
+
+def _salvage(raw: Any) -> tuple[str | None, str | None]:
+    """The requestId and operation of a rejected message, when they themselves are valid."""
+    if not isinstance(raw, dict):
+        return None, None
+    rid = raw.get("requestId")
+    op = raw.get("operation")
+    rid_ok = isinstance(rid, str) and len(rid) <= 64 and re.fullmatch(REQUEST_ID, rid) is not None
+    return (rid if rid_ok else None), (op if op in ("export", "delete") else None)
+
+
+def _depth(value: Any, limit: int) -> bool:
+    """True when ``value`` nests deeper than ``limit`` (iterative: hostile input must not blow the stack)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _control_chars(value: Any, path: str = "") -> str | None:
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if _CONTROL.search(item):
+                return where or "(message)"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if _CONTROL.search(key):
+                    return where or "(message)"
+                stack.append((child, f"{where}.{key}" if where else key))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
+    return None
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key[:40]!r}")
+        result[key] = value
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_json(body: bytes | str) -> Any:
+    """Bytes -> JSON value with the input-boundary checks that precede any field rule."""
+    raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise _reject("too_large", "(message)", f"the message is {len(raw)} bytes; at most {MAX_MESSAGE_BYTES} are accepted")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _reject("invalid_encoding", "(message)", "the message is not UTF-8") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+    except RecursionError:
+        raise _reject("too_deep", "(message)", f"the message nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:
+        reason = str(exc).split(":")[0] if not str(exc).startswith("duplicate key") else str(exc)
+        code = "duplicate_field" if str(exc).startswith("duplicate key") else "invalid_json"
+        raise _reject(code, "(message)", f"the message is not valid JSON ({reason})") from None
+    return value
+
+
+def unwrap_envelope(value: Any) -> tuple[Any, str | None]:
+    """A request delivered by Event Grid is the ``data`` of a CloudEvent or an Event Grid event."""
+    if not isinstance(value, dict):
+        raise _reject("wrong_type", "(message)", "the message must be a JSON object")
+    if "specversion" in value:
+        if value.get("specversion") != "1.0":
+            raise _reject("invalid_envelope", "specversion", "specversion must be \"1.0\" (CloudEvents 1.0)")
+        for name in ("id", "source", "type"):
+            if not isinstance(value.get(name), str) or not value[name]:
+                raise _reject("invalid_envelope", name, f"{name} is required in a CloudEvent envelope")
+        if not isinstance(value.get("data"), dict):
+            raise _reject("invalid_envelope", "data", "data of the CloudEvent must be the request, a JSON object")
+        return value["data"], "cloudevent"
+    if "eventType" in value and "data" in value:
+        for name in ("id", "eventType"):
+            if not isinstance(value.get(name), str) or not value[name]:
+                raise _reject("invalid_envelope", name, f"{name} is required in an Event Grid event")
+        if not isinstance(value.get("data"), dict):
+            raise _reject("invalid_envelope", "data", "data of the Event Grid event must be the request, a JSON object")
+        return value["data"], "eventgrid"
+    return value, None
+
+
+def parse_request(body: bytes | str) -> DsrRequest:
+    """Validate a request message (contract §1). Raises ``RequestRejected``; performs no I/O."""
+    value = decode_json(body)
+    if _depth(value, MAX_DEPTH):
+        raise _reject("too_deep", "(message)", f"the message nests deeper than {MAX_DEPTH} levels")
+    request, _envelope = unwrap_envelope(value)
+    where = _control_chars(request)
+    if where is not None:
+        raise _reject("control_character", where, f"{where} contains a control character", request)
+    if isinstance(request, dict) and "schemaVersion" in request and request["schemaVersion"] != SCHEMA_VERSION:
+        if isinstance(request["schemaVersion"], str):
+            raise _reject("unsupported_schema_version", "schemaVersion",
+                          f"schemaVersion {request['schemaVersion'][:16]!r} is not supported; this app reads \"1\"", request)
+    try:
+        return DsrRequest.model_validate(request)
+    except ValidationError as exc:
+        rid, op = _salvage(request)
+        violations = _violations(exc)
+        raise RequestRejected(violations, request_id=rid, operation=op) from None

@@ -1,0 +1,309 @@
+"""Export traversal: request + catalog -> GETs, each item streamed into the bundle as it arrives.
+
+The traversal is a queue of small steps (a list page, an item GET) run on a bounded thread pool. A
+step returns the steps it makes possible, so dependent calls start as soon as their parent page is
+in (not level by level), and the next page of a list is fetched beside the children of this one.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.bundle import FileEntry, JsonlWriter, jsonl_name, scrub_secrets
+from shared.catalog import Catalog, Kind, build_path, matches_where, scalar_ids, workspace_path
+from shared.contract import DsrRequest, Target
+from shared.errors import AzureMLError, BadResponseError, NotFoundError
+from shared.ports import AzureML, BundleStore
+from shared.urls import strip_query, with_query
+
+log = logging.getLogger("dsr.export")
+
+MAX_PAGES = 100_000
+
+
+@dataclass(frozen=True)
+class Step:
+    target: Target
+    kind: str
+    op: str  # "list" | "item"
+    url: str
+    bindings: tuple[tuple[str, str], ...] = ()
+    item_id: str | None = None
+    listed: Any = None  # the list record an item GET completes
+    page: int = 1
+    list_url: str | None = None  # first page of the list, for continuation tokens
+
+
+@dataclass
+class ErrorRecord:
+    code: str
+    message: str
+    kind: str | None
+    target: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "kind": self.kind, "target": self.target}
+
+
+@dataclass
+class TargetResult:
+    target: Target
+    ok: bool = True
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    secrets_scrubbed: int = 0
+
+
+@dataclass
+class ExportResult:
+    targets: list[TargetResult]
+    files: list[FileEntry]
+    errors: list[ErrorRecord]
+    calls: int
+
+
+class Endpoints:
+    """Base URLs per family, with ``{location}`` filled for a target."""
+
+    def __init__(self, templates: dict[str, str] | Any) -> None:
+        self._templates = dict(templates)
+
+    def base(self, family: str, target: Target) -> str:
+        return self._templates[family].replace("{location}", target.location).rstrip("/")
+
+
+def url_for(catalog: Catalog, endpoints: Endpoints, kind: Kind | Any, template: str, target: Target,
+            values: dict[str, str], *, query: bool = True) -> str:
+    path = build_path(template, workspace_path(catalog, target), values)
+    url = f"{endpoints.base(kind.family, target)}/{path}"
+    return with_query(url, kind.query) if query and kind.query else url
+
+
+def record_id(kind: Kind, record: Any) -> str:
+    if kind.idField and isinstance(record, dict):
+        value = record.get(kind.idField)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+            return str(value)
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return f"sha256:{digest}"
+
+
+class ExportTraversal:
+    def __init__(self, request: DsrRequest, *, catalog: Catalog, endpoints: Endpoints, aml: AzureML,
+                 store: BundleStore, concurrency: int = 8, should_stop: Callable[[], bool] | None = None) -> None:
+        self.request = request
+        self.catalog = catalog
+        self.endpoints = endpoints
+        self.aml = aml
+        self.store = store
+        self.concurrency = max(1, concurrency)
+        self.requested = set(request.kinds)
+        self.needed = catalog.closure(request.kinds)
+        self._secret_names = catalog.secret_field_names
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], set[str]] = {}
+        self._writers: dict[tuple[str, str], JsonlWriter] = {}
+        self._results: dict[str, TargetResult] = {}
+        self.errors: list[ErrorRecord] = []
+        self.calls = 0
+        self._should_stop = should_stop or (lambda: False)
+
+    # -- the whole run --------------------------------------------------------------------------
+    def run(self) -> ExportResult:
+        pending: deque[Step] = deque()
+        for target in self.request.targets:
+            self._results[target.resource_id] = TargetResult(target)
+            pending.append(self._workspace_step(target))
+        running: set[Future[list[Step]]] = set()
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="dsr-export") as pool:
+            while pending or running:
+                while pending and len(running) < self.concurrency:
+                    running.add(pool.submit(contextvars.copy_context().run, self._run_step, pending.popleft()))
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    pending.extend(future.result())
+        files = self._close_files()
+        return ExportResult(list(self._results.values()), files, self.errors, self.calls)
+
+    def _close_files(self) -> list[FileEntry]:
+        files: list[FileEntry] = []
+        for (rid, _kind), writer in self._writers.items():
+            if self._results[rid].ok:
+                files.append(writer.close())
+        return files
+
+    # -- steps -----------------------------------------------------------------------------------
+    def _workspace_step(self, target: Target) -> Step:
+        kind = self.catalog.kinds["workspace"]
+        assert kind.item
+        return Step(target, "workspace", "item", url_for(self.catalog, self.endpoints, kind, kind.item, target, {}))
+
+    def _run_step(self, step: Step) -> list[Step]:
+        with self._lock:
+            self.calls += 1
+        try:
+            response = self.aml.get(step.url)
+        except NotFoundError:
+            return self._not_found(step)
+        except AzureMLError as exc:
+            if step.kind == "workspace":
+                self._fail_target(step.target, exc.code, f"the workspace could not be read: {exc.message}")
+            else:
+                self._error(step, exc.code, exc.message)
+            return []
+        if step.kind == "workspace":
+            return self._start_target(step.target, response.body)
+        if step.op == "list":
+            return self._list_page(step, response.body)
+        record = response.body
+        if step.listed is not None and isinstance(record, dict) and isinstance(step.listed, dict):
+            record = {**step.listed, **record}
+        return self._accept(step.target, step.kind, record, step.item_id, dict(step.bindings), step.url)
+
+    def _not_found(self, step: Step) -> list[Step]:
+        if step.kind == "workspace":
+            self._fail_target(step.target, "workspace_not_found",
+                              "the workspace does not exist (or the identity cannot see it)")
+        elif step.op == "list" and self.catalog.kinds[step.kind].source is None:
+            self._error(step, "list_not_found", "the list endpoint answered 404")
+        else:
+            # gone between list and GET, a dangling reference, or a parent without children: nothing to export
+            result = self._results[step.target.resource_id]
+            with self._lock:
+                result.skipped[step.kind] = result.skipped.get(step.kind, 0) + 1
+        return []
+
+    def _start_target(self, target: Target, body: Any) -> list[Step]:
+        if not isinstance(body, dict):
+            self._fail_target(target, "bad_response", "the workspace GET did not return a JSON object")
+            return []
+        actual = str(body.get("location", "")).replace(" ", "").lower()
+        if actual and actual != target.location:
+            self._fail_target(target, "location_mismatch",
+                              f"the workspace is in {actual[:40]!r}, not in the request's location {target.location!r}")
+            return []
+        for kind in self.request.kinds:
+            name = jsonl_name(self.request.requestId, target, kind)
+            self._writers[(target.resource_id, kind)] = JsonlWriter(
+                self.store.block_blob(name), name=name, kind=kind, workspace=target.resource_id)
+        steps = self._accept(target, "workspace", body, None, {}, self._workspace_step(target).url)
+        for name, kind in self.catalog.kinds.items():
+            if name in self.needed and kind.source is None and kind.list:
+                url = url_for(self.catalog, self.endpoints, kind, kind.list, target, {})
+                steps.append(Step(target, name, "list", url, list_url=url))
+        return steps
+
+    def _list_page(self, step: Step, body: Any) -> list[Step]:
+        kind = self.catalog.kinds[step.kind]
+        if not isinstance(body, dict) or not isinstance(body.get("value", []), list):
+            self._error(step, "bad_response", "a list page is not a JSON object with a 'value' array")
+            return []
+        steps: list[Step] = []
+        bindings = dict(step.bindings)
+        for record in body.get("value") or []:
+            rid = record_id(kind, record)
+            if not self._first_sight(step.target, step.kind, rid):
+                continue
+            if kind.fetchItem and step.kind in self.requested and kind.item and kind.key_field:
+                key = record.get(kind.key_field) if isinstance(record, dict) else None
+                if isinstance(key, (str, int)) and str(key):
+                    url = url_for(self.catalog, self.endpoints, kind, kind.item, step.target,
+                                  {**bindings, "id": str(key)})
+                    steps.append(Step(step.target, step.kind, "item", url, step.bindings, rid, record))
+                    continue
+            steps += self._accept(step.target, step.kind, record, rid, bindings, self._source_url(kind, step, record))
+        next_url = self._next_page(kind, step, body)
+        if next_url:
+            steps.append(Step(step.target, step.kind, "list", next_url, step.bindings, page=step.page + 1,
+                              list_url=step.list_url))
+        return steps
+
+    def _next_page(self, kind: Kind, step: Step, body: dict[str, Any]) -> str | None:
+        next_link = body.get("nextLink")
+        token = body.get("continuationToken")
+        if isinstance(next_link, str) and next_link:
+            url = with_query(next_link, kind.query, override=True) if kind.query else next_link
+        elif isinstance(token, str) and token and step.list_url:
+            url = with_query(step.list_url, {p: token for p in kind.tokenParams}, override=True)
+        else:
+            return None
+        if url == step.url or step.page >= MAX_PAGES:
+            self._error(step, "paging_loop", "the list kept returning the same next page; stopped paging")
+            return None
+        return url
+
+    def _source_url(self, kind: Kind, step: Step, record: Any) -> str:
+        key = record.get(kind.key_field) if isinstance(record, dict) and kind.key_field else None
+        if kind.item and isinstance(key, (str, int)) and str(key):
+            return url_for(self.catalog, self.endpoints, kind, kind.item, step.target,
+                           {**dict(step.bindings), "id": str(key)}, query=False)
+        return strip_query(step.url)
+
+    def _accept(self, target: Target, kind_name: str, record: Any, rid: str | None, bindings: dict[str, str],
+                source: str) -> list[Step]:
+        """One record is in: write it if it was asked for, and start whatever hangs off it."""
+        kind = self.catalog.kinds[kind_name]
+        rid = rid or record_id(kind, record)
+        result = self._results[target.resource_id]
+        if kind_name in self.requested:
+            data, scrubbed = scrub_secrets(record, self._secret_names)
+            self._writers[(target.resource_id, kind_name)].write(
+                {"kind": kind_name, "id": rid, "source": strip_query(source), "data": data})
+            with self._lock:
+                result.counts[kind_name] = result.counts.get(kind_name, 0) + 1
+                result.secrets_scrubbed += scrubbed
+        steps: list[Step] = []
+        for child_name in self.catalog.children(kind_name):
+            if child_name not in self.needed:
+                continue
+            child = self.catalog.kinds[child_name]
+            src = child.source
+            assert src is not None
+            if not matches_where(record, src.where):
+                continue
+            if src.bind and child.list:
+                values = {ph: record.get(field) if isinstance(record, dict) else None for ph, field in src.bind.items()}
+                if any(not isinstance(v, (str, int)) or not str(v) for v in values.values()):
+                    continue
+                child_bindings = {**bindings, **{k: str(v) for k, v in values.items()}}
+                url = url_for(self.catalog, self.endpoints, child, child.list, target, child_bindings)
+                steps.append(Step(target, child_name, "list", url, tuple(sorted(child_bindings.items())),
+                                  list_url=url))
+            elif src.ids and child.item:
+                for child_id in scalar_ids(record, src.ids):
+                    if self._first_sight(target, child_name, child_id):
+                        url = url_for(self.catalog, self.endpoints, child, child.item, target,
+                                      {**bindings, "id": child_id})
+                        steps.append(Step(target, child_name, "item", url, tuple(sorted(bindings.items())), child_id))
+        return steps
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+    def _first_sight(self, target: Target, kind: str, rid: str) -> bool:
+        with self._lock:
+            seen = self._seen.setdefault((target.resource_id, kind), set())
+            if rid in seen:
+                return False
+            seen.add(rid)
+            return True
+
+    def _fail_target(self, target: Target, code: str, message: str) -> None:
+        with self._lock:
+            self._results[target.resource_id].ok = False
+            self.errors.append(ErrorRecord(code, message, "workspace", target.resource_id))
+
+    def _error(self, step: Step, code: str, message: str) -> None:
+        log.warning("step failed", extra={"kind": step.kind, "code": code})
+        with self._lock:
+            self.errors.append(ErrorRecord(code, message, step.kind, step.target.resource_id))
+
+
+__all__ = ["BadResponseError", "Endpoints", "ErrorRecord", "ExportResult", "ExportTraversal", "TargetResult"]

@@ -1,0 +1,51 @@
+"""Small interfaces between the service layer and the outside world. Adapters implement them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+
+
+class AzureML(Protocol):
+    """The HTTP seam: success statuses return; every other outcome raises from ``shared.errors``."""
+
+    def get(self, url: str) -> ApiResponse: ...
+
+    def delete(self, url: str) -> ApiResponse: ...
+
+
+class BlockBlob(Protocol):
+    """One block blob written in staged blocks (a ``.jsonl`` file of a bundle)."""
+
+    def stage(self, block_id: str, data: bytes) -> None: ...
+
+    def commit(self, block_ids: list[str]) -> None: ...
+
+
+class BundleStore(Protocol):
+    def block_blob(self, name: str) -> BlockBlob: ...
+
+    def put_json(self, name: str, document: Any) -> None: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def read(self, name: str) -> bytes | None: ...
+
+    def list_names(self, prefix: str) -> list[str]: ...
+
+
+class AuditLog(Protocol):
+    """Append-only lines, one blob per request."""
+
+    def append(self, request_id: str, lines: list[dict[str, Any]]) -> None: ...
+
+
+class OutcomePublisher(Protocol):
+    def publish(self, event: dict[str, Any]) -> None: ...

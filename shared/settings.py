@@ -1,0 +1,178 @@
+"""Typed settings, read once (contract §4). The process environment wins over ``local.settings.json``.
+
+A missing or malformed setting raises ``ConfigurationError`` naming it, so the app stops at start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from shared.errors import ConfigurationError
+
+LOCAL_SETTINGS_FILE = "local.settings.json"
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Settings:
+    request_queue: str = "dsr-requests"
+    outcome_queue: str = "dsr-outcomes"
+    servicebus_namespace: str | None = None
+    storage_connection_string: str | None = None
+    storage_blob_uri: str | None = None
+    export_container: str = "dsr-exports"
+    state_container: str = "dsr-state"
+    audit_container: str = "dsr-audit"
+    endpoints: Mapping[str, str] = field(default_factory=lambda: {
+        "arm": "https://management.azure.com",
+        "modelmanagement": "https://{location}.modelmanagement.azureml.net",
+        "experiments": "https://{location}.experiments.azureml.net",
+        "aether": "https://{location}.aether.ms",
+    })
+    token_scope: str = "https://management.core.windows.net/.default"
+    auth: str = "managed-identity"
+    managed_identity_client_id: str | None = None
+    lease_seconds: int = 60
+    concurrency: int = 8
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_attempts: int = 8
+    max_retry_after: float = 120.0
+    max_delivery_count: int = 10
+    lro_deadline_seconds: float = 1800.0
+    log_level: str = "INFO"
+
+
+_ENDPOINT_SETTINGS = {
+    "arm": "DSR_ARM_ENDPOINT",
+    "modelmanagement": "DSR_MODELMANAGEMENT_ENDPOINT",
+    "experiments": "DSR_EXPERIMENTS_ENDPOINT",
+    "aether": "DSR_AETHER_ENDPOINT",
+}
+
+
+def read_local_settings(directory: Path) -> dict[str, str]:
+    file = directory / LOCAL_SETTINGS_FILE
+    if not file.is_file():
+        return {}
+    try:
+        values = json.loads(file.read_text(encoding="utf-8")).get("Values", {})
+    except (ValueError, AttributeError) as exc:
+        raise ConfigurationError(f"{file}: not valid JSON with a 'Values' object ({exc})") from None
+    return {str(k): str(v) for k, v in values.items() if v is not None}
+
+
+def merged_environment(environ: Mapping[str, str] | None = None, directory: Path | None = None) -> dict[str, str]:
+    values = read_local_settings(directory or Path.cwd())
+    values.update(os.environ if environ is None else environ)
+    return values
+
+
+def _validate_endpoint(name: str, template: str) -> str:
+    template = template.strip().rstrip("/")
+    try:
+        parts = urlsplit(template.replace("{location}", "westeurope"))
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError(f"{name} is not a valid URL template: {template!r}") from None
+    del port
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigurationError(f"{name} must be an absolute https URL (got {template!r})")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ConfigurationError(f"{name} must use https (plain http is only allowed for loopback hosts): {template!r}")
+    if parts.query or parts.fragment or "{" in template.replace("{location}", ""):
+        raise ConfigurationError(f"{name} may hold only a base URL with an optional {{location}} placeholder: {template!r}")
+    return template
+
+
+def load_settings(environ: Mapping[str, str] | None = None, directory: Path | None = None) -> Settings:
+    env = merged_environment(environ, directory)
+    defaults = Settings()
+
+    def text(name: str, default: str | None = None) -> str | None:
+        value = env.get(name)
+        if value is None or not value.strip():
+            return default
+        return value.strip()
+
+    def number(name: str, default: float, *, minimum: float, integer: bool = False) -> float:
+        raw = text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw) if integer else float(raw)
+        except ValueError:
+            raise ConfigurationError(f"{name} must be a {'whole ' if integer else ''}number, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigurationError(f"{name} must be at least {minimum}, got {raw!r}")
+        return value
+
+    endpoints = {family: _validate_endpoint(name, text(name, defaults.endpoints[family]) or "")
+                 for family, name in _ENDPOINT_SETTINGS.items()}
+    auth = text("DSR_AUTH", defaults.auth) or defaults.auth
+    if auth not in ("managed-identity", "default"):
+        raise ConfigurationError(f"DSR_AUTH must be 'managed-identity' or 'default', got {auth!r}")
+    blob_uri = text("DSR_STORAGE__blobServiceUri")
+    if blob_uri is not None:
+        _validate_endpoint("DSR_STORAGE__blobServiceUri", blob_uri)
+    containers = {}
+    for name, default in (("DSR_EXPORT_CONTAINER", defaults.export_container),
+                          ("DSR_STATE_CONTAINER", defaults.state_container),
+                          ("DSR_AUDIT_CONTAINER", defaults.audit_container)):
+        value = text(name, default) or default
+        if not (3 <= len(value) <= 63) or not value.replace("-", "").isalnum() or not value.islower() \
+                or value.startswith("-") or "--" in value:
+            raise ConfigurationError(f"{name} is not a valid blob container name: {value!r}")
+        containers[name] = value
+    scope = text("DSR_TOKEN_SCOPE", defaults.token_scope) or defaults.token_scope
+    if not scope.startswith("https://"):
+        raise ConfigurationError(f"DSR_TOKEN_SCOPE must be an https scope like {defaults.token_scope}")
+    log_level = (text("DSR_LOG_LEVEL", defaults.log_level) or defaults.log_level).upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigurationError(f"DSR_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+    return Settings(
+        request_queue=text("DSR_REQUEST_QUEUE", defaults.request_queue) or defaults.request_queue,
+        outcome_queue=text("DSR_OUTCOME_QUEUE", defaults.outcome_queue) or defaults.outcome_queue,
+        servicebus_namespace=text("ServiceBusConnection__fullyQualifiedNamespace"),
+        storage_connection_string=text("DSR_STORAGE"),
+        storage_blob_uri=blob_uri,
+        export_container=containers["DSR_EXPORT_CONTAINER"],
+        state_container=containers["DSR_STATE_CONTAINER"],
+        audit_container=containers["DSR_AUDIT_CONTAINER"],
+        endpoints=endpoints,
+        token_scope=scope,
+        auth=auth,
+        managed_identity_client_id=text("DSR_MANAGED_IDENTITY_CLIENT_ID"),
+        lease_seconds=int(number("DSR_LEASE_SECONDS", defaults.lease_seconds, minimum=5, integer=True)),
+        concurrency=int(number("DSR_CONCURRENCY", defaults.concurrency, minimum=1, integer=True)),
+        connect_timeout=number("DSR_CONNECT_TIMEOUT_SECONDS", defaults.connect_timeout, minimum=0.1),
+        read_timeout=number("DSR_READ_TIMEOUT_SECONDS", defaults.read_timeout, minimum=0.1),
+        max_attempts=int(number("DSR_MAX_ATTEMPTS", defaults.max_attempts, minimum=1, integer=True)),
+        max_retry_after=number("DSR_MAX_RETRY_AFTER_SECONDS", defaults.max_retry_after, minimum=0),
+        max_delivery_count=int(number("DSR_MAX_DELIVERY_COUNT", defaults.max_delivery_count, minimum=1, integer=True)),
+        lro_deadline_seconds=number("DSR_LRO_DEADLINE_SECONDS", defaults.lro_deadline_seconds, minimum=1),
+        log_level=log_level,
+    )
+
+
+def require_storage(settings: Settings) -> None:
+    if not (settings.storage_connection_string or settings.storage_blob_uri):
+        raise ConfigurationError(
+            "DSR_STORAGE__blobServiceUri (managed identity) or DSR_STORAGE (a connection string; "
+            "UseDevelopmentStorage=true for Azurite) must be set")
