@@ -17,7 +17,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 
 class DsrError(Exception):
@@ -112,5 +114,19 @@ def classify_status(status: int, *, retry_after: float | None = None, detail: st
             return ThrottledError(f"service unavailable (HTTP {status}){suffix}", retry_after=retry_after, status=status)
         return RetryableError(f"service error (HTTP {status}){suffix}", status=status)
     if 300 <= status < 400:
-        return BadResponseError(f"unexpected redirect (HTTP {status}); redirects are not followed", status=status, code="unexpected_redirect")
+        return BadResponseError(f"unexpected redirect (HTTP {status}); redirects are not followed",
+                                status=status, code="unexpected_redirect")
     return PermanentError(f"request failed (HTTP {status}){suffix}", status=status, code=f"http_{status}")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +86,45 @@ def url_for(catalog: Catalog, endpoints: Endpoints, kind: Kind | Any, template: 
     path = build_path(template, workspace_path(catalog, target), values)
     url = f"{endpoints.base(kind.family, target)}/{path}"
     return with_query(url, kind.query) if query and kind.query else url
+
+
+def next_page_url(kind: Kind, url: str, list_url: str, body: dict[str, Any], page: int) -> str | None:
+    """The next page of a list: its nextLink (with our fixed query re-imposed, since a nextLink may drop
+    ``includeSecret=false``), else the first page's URL with the continuation token; None at the end."""
+    next_link = body.get("nextLink")
+    token = body.get("continuationToken")
+    if isinstance(next_link, str) and next_link:
+        nxt = with_query(next_link, kind.query, override=True) if kind.query else next_link
+    elif isinstance(token, str) and token:
+        nxt = with_query(list_url, {p: token for p in kind.tokenParams}, override=True)
+    else:
+        return None
+    if nxt == url or page >= MAX_PAGES:
+        raise BadResponseError("the list kept returning the same next page; stopped paging", code="paging_loop")
+    return nxt
+
+
+def list_records(aml: AzureML, kind: Kind, first_url: str) -> Iterator[Any]:
+    """Every record of a list, page after page (for callers that need the whole list, like a delete plan)."""
+    url: str | None = first_url
+    page = 1
+    while url:
+        body = aml.get(url).body
+        if not isinstance(body, dict) or not isinstance(body.get("value", []), list):
+            raise BadResponseError("a list page is not a JSON object with a 'value' array")
+        yield from body.get("value") or []
+        url = next_page_url(kind, url, first_url, body, page)
+        page += 1
+
+
+def workspace_problem(target: Target, body: Any) -> tuple[str, str] | None:
+    """Why a workspace GET's answer does not let us go on with this target (None: it does)."""
+    if not isinstance(body, dict):
+        return "bad_response", "the workspace GET did not return a JSON object"
+    actual = str(body.get("location", "")).replace(" ", "").lower()
+    if actual and actual != target.location:
+        return "location_mismatch", f"the workspace is in {actual[:40]!r}, not in the request's location {target.location!r}"
+    return None
 
 
 def record_id(kind: Kind, record: Any) -> str:
@@ -183,13 +222,9 @@ class ExportTraversal:
         return []
 
     def _start_target(self, target: Target, body: Any) -> list[Step]:
-        if not isinstance(body, dict):
-            self._fail_target(target, "bad_response", "the workspace GET did not return a JSON object")
-            return []
-        actual = str(body.get("location", "")).replace(" ", "").lower()
-        if actual and actual != target.location:
-            self._fail_target(target, "location_mismatch",
-                              f"the workspace is in {actual[:40]!r}, not in the request's location {target.location!r}")
+        problem = workspace_problem(target, body)
+        if problem:
+            self._fail_target(target, *problem)
             return []
         for kind in self.request.kinds:
             name = jsonl_name(self.request.requestId, target, kind)
@@ -228,18 +263,11 @@ class ExportTraversal:
         return steps
 
     def _next_page(self, kind: Kind, step: Step, body: dict[str, Any]) -> str | None:
-        next_link = body.get("nextLink")
-        token = body.get("continuationToken")
-        if isinstance(next_link, str) and next_link:
-            url = with_query(next_link, kind.query, override=True) if kind.query else next_link
-        elif isinstance(token, str) and token and step.list_url:
-            url = with_query(step.list_url, {p: token for p in kind.tokenParams}, override=True)
-        else:
+        try:
+            return next_page_url(kind, step.url, step.list_url or step.url, body, step.page)
+        except BadResponseError as exc:
+            self._error(step, exc.code, exc.message)
             return None
-        if url == step.url or step.page >= MAX_PAGES:
-            self._error(step, "paging_loop", "the list kept returning the same next page; stopped paging")
-            return None
-        return url
 
     def _source_url(self, kind: Kind, step: Step, record: Any) -> str:
         key = record.get(kind.key_field) if isinstance(record, dict) and kind.key_field else None

@@ -45,7 +45,7 @@ class Settings:
         "experiments": "https://{location}.experiments.azureml.net",
         "aether": "https://{location}.aether.ms",
     })
-    token_scope: str = "https://management.core.windows.net/.default"
+    token_scope: str = "https://management.core.windows.net/.default"  # noqa: S105 - a scope, not a secret
     auth: str = "managed-identity"
     managed_identity_client_id: str | None = None
     lease_seconds: int = 60

@@ -13,7 +13,6 @@ import logging
 import random
 import threading
 import time
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import requests
@@ -25,6 +24,7 @@ from shared.errors import (
     RetryableError,
     ThrottledError,
     classify_status,
+    parse_retry_after,
 )
 from shared.ports import ApiResponse
 from shared.urls import UrlPolicy, redact_url
@@ -58,19 +58,6 @@ class ThrottleGate:
             if delay <= 0:
                 return
             self._sleep(min(delay, 5.0))
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 def _error_code(body: Any) -> str:

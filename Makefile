@@ -1,0 +1,45 @@
+# aml-dsr developer entry points. Everything a fresh clone needs is installed by these targets.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo lint typecheck bench audit clean
+
+setup: $(VENV)/.stamp node_modules/.stamp
+
+$(VENV)/.stamp: requirements.txt requirements-dev.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "aml-dsr needs Python 3.11+"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+# Azurite (the Azure Storage emulator) from the npm registry, into ./node_modules (ignored by git).
+node_modules/.stamp: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed to install Azurite (apt-get install nodejs npm)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/python -m tools.demo
+
+lint: setup
+	$(BIN)/ruff check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python -m tools.bench
+
+audit: setup
+	$(BIN)/pip install --quiet --disable-pip-version-check pip-audit==2.10.1
+	$(BIN)/pip-audit -r requirements.txt
+
+clean:
+	rm -rf $(VENV) node_modules demo-output .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

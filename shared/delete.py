@@ -1,0 +1,289 @@
+"""Delete requests: plan first, then delete exactly the plan, then prove it by reading every item back.
+
+Per item: 200/202 -> deleted (a 202 is followed to its end), 204/404 -> absent (already gone; also what a
+retry sees after a DELETE whose response was lost), anything else after the HTTP retries -> failed.
+Only a 404 on the read-back counts as verified. Every action is appended to the request's audit blob.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.catalog import Catalog
+from shared.contract import DsrRequest, Target
+from shared.errors import AzureMLError, NotFoundError, parse_retry_after
+from shared.export import Endpoints, list_records, record_id, url_for, workspace_problem
+from shared.outcome import outcome_event, utc_now
+from shared.ports import ApiResponse, AuditLog, AzureML
+from shared.urls import redact_url
+
+log = logging.getLogger("dsr.delete")
+
+PLAN_LIMIT_IN_EVENT = 2000
+MMS_TERMINAL = {"succeeded": "deleted", "failed": "failed", "cancelled": "failed", "canceled": "failed",
+                "timedout": "failed"}
+ARM_TERMINAL = {"succeeded": "deleted", "failed": "failed", "canceled": "failed", "cancelled": "failed"}
+
+
+@dataclass
+class PlannedItem:
+    target: Target
+    kind: str
+    id: str
+    url: str
+    result: str = "planned"  # planned | deleted | absent | failed
+    verified: bool = False
+    status: int | None = None
+    error: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "id": self.id, "target": self.target.resource_id,
+                               "result": self.result}
+        if self.result != "planned":
+            out["verified"] = self.verified
+        return out
+
+
+@dataclass
+class DeletePlan:
+    items: list[PlannedItem] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    failed_targets: set[str] = field(default_factory=set)
+
+
+class Poller:
+    """Follows a long-running operation to its end, honouring Retry-After, within a deadline."""
+
+    def __init__(self, aml: AzureML, *, deadline_seconds: float, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.aml = aml
+        self.deadline_seconds = deadline_seconds
+        self.sleep = sleep
+        self.clock = clock
+
+    def _wait(self, response: ApiResponse | None, attempt: int) -> None:
+        header = parse_retry_after(response.headers.get("retry-after")) if response else None
+        self.sleep(header if header is not None else min(30.0, 0.5 * 2 ** min(attempt, 6)))
+
+    def follow(self, first: ApiResponse, *, terminal: dict[str, str], status_field: str) -> str:
+        """``deleted``, ``failed`` or ``unknown`` (the status could not be read before the deadline)."""
+        async_url = first.headers.get("azure-asyncoperation") or first.headers.get("operation-location")
+        location = first.headers.get("location")
+        end = self.clock() + self.deadline_seconds
+        last: ApiResponse | None = first
+        attempt = 0
+        while self.clock() < end:
+            self._wait(last, attempt)
+            attempt += 1
+            try:
+                if async_url:
+                    last = self.aml.get(async_url)
+                    state = str((last.body or {}).get(status_field, "")).lower() if isinstance(last.body, dict) else ""
+                    if state in terminal:
+                        return terminal[state]
+                elif location:
+                    last = self.aml.get(location)
+                    if last.status != 202:
+                        return "deleted"
+                else:
+                    return "unknown"
+            except NotFoundError:
+                if location and not async_url:
+                    return "deleted"
+                last = None  # the status could not be read: not a failure of the operation
+            except AzureMLError:
+                last = None
+        return "unknown"
+
+
+class DeleteRun:
+    def __init__(self, request: DsrRequest, *, catalog: Catalog, endpoints: Endpoints, aml: AzureML,
+                 audit: AuditLog, concurrency: int, lro_deadline: float,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.request = request
+        self.catalog = catalog
+        self.endpoints = endpoints
+        self.aml = aml
+        self.audit = audit
+        self.concurrency = max(1, concurrency)
+        self.poller = Poller(aml, deadline_seconds=lro_deadline, sleep=sleep)
+        self.workspace_results: dict[str, dict[str, Any]] = {}
+
+    # -- audit ----------------------------------------------------------------------------------
+    def _audit(self, lines: list[dict[str, Any]]) -> None:
+        stamped = [{"time": utc_now(), "requestId": self.request.requestId, **line} for line in lines]
+        self.audit.append(self.request.requestId, stamped)
+
+    def _line(self, item: PlannedItem, method: str, status: int | None, result: str, **extra: Any) -> dict[str, Any]:
+        return {"workspace": item.target.resource_id, "kind": item.kind, "id": item.id, "method": method,
+                "url": redact_url(item.url), "status": status, "result": result, **extra}
+
+    # -- plan -----------------------------------------------------------------------------------
+    def plan(self) -> DeletePlan:
+        plan = DeletePlan()
+        for target in self.request.targets:
+            ws_kind = self.catalog.kinds["workspace"]
+            assert ws_kind.item
+            try:
+                body = self.aml.get(url_for(self.catalog, self.endpoints, ws_kind, ws_kind.item, target, {})).body
+                problem = workspace_problem(target, body)
+            except NotFoundError:
+                problem = ("workspace_not_found", "the workspace does not exist (or the identity cannot see it)")
+            except AzureMLError as exc:
+                problem = (exc.code, f"the workspace could not be read: {exc.message}")
+            if problem:
+                plan.failed_targets.add(target.resource_id)
+                plan.errors.append({"code": problem[0], "message": problem[1], "kind": "workspace",
+                                    "target": target.resource_id})
+                continue
+            for kind_name in self.request.kinds:
+                kind = self.catalog.kinds[kind_name]
+                assert kind.list and kind.item
+                first = url_for(self.catalog, self.endpoints, kind, kind.list, target, {})
+                seen: set[str] = set()
+                try:
+                    for record in list_records(self.aml, kind, first):
+                        rid = record_id(kind, record)
+                        if rid in seen or rid.startswith("sha256:"):
+                            continue
+                        seen.add(rid)
+                        url = url_for(self.catalog, self.endpoints, kind, kind.item, target, {"id": rid})
+                        plan.items.append(PlannedItem(target, kind_name, rid, url))
+                except AzureMLError as exc:
+                    plan.errors.append({"code": exc.code, "message": f"listing failed: {exc.message}",
+                                        "kind": kind_name, "target": target.resource_id})
+        return plan
+
+    # -- execute --------------------------------------------------------------------------------
+    def _delete_one(self, item: PlannedItem) -> None:
+        try:
+            response = self.aml.delete(item.url)
+            item.status = response.status
+            if response.status == 204:
+                item.result = "absent"
+            elif response.status == 202:
+                item.result = self.poller.follow(response, terminal=MMS_TERMINAL, status_field="state")
+                if item.result == "unknown":
+                    item.result = "deleted"  # accepted; the read-back decides whether it is gone
+            else:
+                item.result = "deleted"
+        except NotFoundError as exc:
+            item.status, item.result = exc.status, "absent"
+        except AzureMLError as exc:
+            item.status, item.result = exc.status, "failed"
+            item.error = {"code": exc.code, "message": exc.message, "kind": item.kind,
+                          "target": item.target.resource_id, "id": item.id}
+        self._audit([self._line(item, "DELETE", item.status, item.result)])
+
+    def _verify_one(self, item: PlannedItem) -> None:
+        try:
+            response = self.aml.get(item.url)
+            status, outcome = response.status, "still_present"
+        except NotFoundError as exc:
+            status, outcome = exc.status, "verified_gone"
+            item.verified = True
+        except AzureMLError as exc:
+            status, outcome = exc.status, "verify_failed"
+        if not item.verified and item.error is None:
+            code = "still_present" if outcome == "still_present" else "verify_failed"
+            item.error = {"code": code, "message": "the item still answers a GET after its DELETE"
+                          if code == "still_present" else "the read-back after the DELETE failed",
+                          "kind": item.kind, "target": item.target.resource_id, "id": item.id}
+        self._audit([self._line(item, "GET", status, outcome)])
+
+    def _parallel(self, func: Callable[[PlannedItem], None], items: list[PlannedItem]) -> None:
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="dsr-delete") as pool:
+            list(pool.map(lambda it: contextvars.copy_context().run(func, it), items))
+
+    def delete_workspace(self, target: Target) -> dict[str, Any]:
+        spec = self.catalog.workspaceDelete
+        url = url_for(self.catalog, self.endpoints, spec, spec.item, target, {})
+        item = PlannedItem(target, "workspace", target.resource_id, url)
+        try:
+            response = self.aml.delete(url)
+            item.status = response.status
+            if response.status == 204:
+                item.result = "absent"
+            elif response.status == 202:
+                item.result = self.poller.follow(response, terminal=ARM_TERMINAL, status_field="status")
+            else:
+                item.result = "deleted"
+        except NotFoundError as exc:
+            item.status, item.result = exc.status, "absent"
+        except AzureMLError as exc:
+            item.status, item.result = exc.status, "failed"
+            item.error = {"code": exc.code, "message": exc.message, "kind": "workspace",
+                          "target": target.resource_id, "id": target.workspace}
+        self._audit([self._line(item, "DELETE", item.status, item.result, purge=True)])
+        ws_kind = self.catalog.kinds["workspace"]
+        assert ws_kind.item
+        item.url = url_for(self.catalog, self.endpoints, ws_kind, ws_kind.item, target, {})
+        if item.result != "failed":
+            self._verify_one(item)
+        return {"result": item.result, "verified": item.verified, "purge": True, "error": item.error}
+
+
+def run_delete(request: DsrRequest, services: Any, started_at: str) -> dict[str, Any]:
+    settings = services.settings
+    run = DeleteRun(request, catalog=services.catalog, endpoints=Endpoints(settings.endpoints), aml=services.aml(),
+                    audit=services.audit(), concurrency=settings.concurrency,
+                    lro_deadline=settings.lro_deadline_seconds)
+    plan = run.plan()
+    run._audit([run._line(item, "PLAN", None, "planned", dryRun=request.dryRun) for item in plan.items])
+    errors = list(plan.errors)
+    workspace_deletes: dict[str, Any] = {}
+    if not request.dryRun:
+        run._parallel(run._delete_one, plan.items)
+        run._parallel(run._verify_one, [i for i in plan.items if i.result != "failed"])
+        errors += [i.error for i in plan.items if i.error]
+        if request.deleteWorkspace:
+            target = request.targets[0]
+            if target.resource_id in plan.failed_targets or errors:
+                errors.append({"code": "workspace_delete_skipped", "kind": "workspace", "target": target.resource_id,
+                               "message": "the workspace was not deleted because the deletions before it did not all succeed"})
+            else:
+                outcome = run.delete_workspace(target)
+                workspace_deletes[target.resource_id] = {k: v for k, v in outcome.items() if k != "error"}
+                if outcome["error"] or not outcome["verified"]:
+                    errors.append(outcome["error"] or {
+                        "code": "workspace_still_present", "kind": "workspace", "target": target.resource_id,
+                        "message": "the workspace still answers a GET after its purge delete"})
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    for target in request.targets:
+        if target.resource_id in plan.failed_targets:
+            continue
+        per_kind = counts.setdefault(target.resource_id, {})
+        for kind in request.kinds:
+            per_kind[kind] = {"planned": 0, "deleted": 0, "absent": 0, "failed": 0, "verified": 0}
+    for item in plan.items:
+        c = counts[item.target.resource_id][item.kind]
+        c["planned"] += 1
+        if item.result in ("deleted", "absent", "failed"):
+            c[item.result] += 1
+        c["verified"] += int(item.verified)
+    planned = len(plan.items)
+    verified = sum(i.verified for i in plan.items)
+    ok_targets = len(request.targets) - len(plan.failed_targets)
+    if not errors:
+        status = "completed"
+    elif ok_targets == 0 or (planned and verified == 0 and not request.dryRun):
+        status = "failed"
+    else:
+        status = "partially_completed"
+    data: dict[str, Any] = {"dryRun": request.dryRun, "counts": counts, "errors": errors,
+                            "startedAt": started_at, "completedAt": utc_now(),
+                            "audit": {"container": settings.audit_container, "blob": f"{request.requestId}.jsonl"}}
+    listing = [i.as_dict() for i in plan.items[:PLAN_LIMIT_IN_EVENT]]
+    data["plan" if request.dryRun else "items"] = listing
+    if planned > PLAN_LIMIT_IN_EVENT:
+        data["itemsTruncated"] = True
+    if workspace_deletes:
+        data["workspaceDeletes"] = workspace_deletes
+    log.info("delete finished", extra={"planned": planned, "verified": verified, "dryRun": request.dryRun})
+    return outcome_event(request.requestId, "delete", status, data)
