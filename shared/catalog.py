@@ -137,7 +137,7 @@ def load_catalog(path: str | None = None) -> Catalog:
 
 def encode_segment(value: str) -> str:
     """One path segment, percent-encoded so that it stays one segment (``a/b`` -> ``a%2Fb``, ``..`` kept inert)."""
-    encoded = quote(value, safe=":@-._~")
+    encoded = quote(value, safe=":@-._~()")
     if encoded in (".", ".."):
         encoded = encoded.replace(".", "%2E")
     return encoded

@@ -1,0 +1,142 @@
+"""`make demo`: Azurite + the workspace emulator on free loopback ports, then an export, a dry-run delete
+and a real delete through the real pipeline (`dsr process`, exactly what an operator runs), a short
+human summary of each, and the bundle copied to ./demo-output/. Everything started is stopped, also on
+Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tools.azurite import ROOT, Azurite
+from tools.emulator import DEMO_LOCATION, DEMO_RESOURCE_GROUP, DEMO_SUBSCRIPTION, DEMO_WORKSPACE, EmulatorServer
+
+OUTPUT = ROOT / "demo-output"
+TARGET = {"subscriptionId": DEMO_SUBSCRIPTION, "resourceGroup": DEMO_RESOURCE_GROUP, "workspace": DEMO_WORKSPACE,
+          "location": DEMO_LOCATION}
+BOLD, DIM, GREEN, RED, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m") if sys.stdout.isatty() \
+    else ("", "", "", "", "")
+
+
+def _dsr() -> str:
+    candidate = Path(sys.executable).with_name("dsr")
+    return str(candidate) if candidate.exists() else "dsr"
+
+
+def run_request(env: dict[str, str], request: dict[str, Any], log_file: Path) -> tuple[int, dict[str, Any], float]:
+    started = time.monotonic()
+    with log_file.open("ab") as log:
+        proc = subprocess.run([_dsr(), "process", "-"], input=json.dumps(request).encode(), env=env,
+                              stdout=subprocess.PIPE, stderr=log, check=False)
+    elapsed = time.monotonic() - started
+    line = proc.stdout.decode().strip().splitlines()[-1]
+    with (OUTPUT / "outcome-events.jsonl").open("a") as events:
+        events.write(line + "\n")
+    return proc.returncode, json.loads(line), elapsed
+
+
+def _status_line(event: dict[str, Any], code: int, elapsed: float) -> str:
+    status = event["data"]["status"]
+    color = GREEN if status == "completed" else RED
+    compact = json.dumps({k: v for k, v in event.items() if k != "data"} | {"data": {
+        k: event["data"][k] for k in ("requestId", "operation", "status", "errors") if k in event["data"]}})
+    return f"{color}{BOLD}{event['type']}{RESET}  (exit {code}, {elapsed:.1f} s)\n  {DIM}event: {compact}{RESET}"
+
+
+def show_export(env: dict[str, str], event: dict[str, Any], code: int, elapsed: float) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    print(_status_line(event, code, elapsed))
+    for workspace, counts in event["data"]["counts"].items():
+        print(f"  {DIM}{workspace}{RESET}")
+        for kind, n in counts.items():
+            print(f"    {kind:<22}{n:>6} items")
+    bundle = event["data"]["bundle"]
+    container = BlobServiceClient.from_connection_string(env["DSR_STORAGE"]).get_container_client(bundle["container"])
+    local = OUTPUT / bundle["prefix"].rstrip("/")
+    for blob in container.list_blobs(name_starts_with=bundle["prefix"]):
+        path = OUTPUT / blob.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(container.download_blob(blob.name).readall())
+    print(f"  bundle: blob container {bundle['container']!r}, manifest {bundle['manifest']!r}")
+    print(f"  copied to: {BOLD}{local.relative_to(ROOT)}/{RESET}  (open manifest.json first)")
+
+
+def show_delete(event: dict[str, Any], code: int, elapsed: float) -> None:
+    print(_status_line(event, code, elapsed))
+    for workspace, kinds in event["data"]["counts"].items():
+        print(f"  {DIM}{workspace}{RESET}")
+        for kind, c in kinds.items():
+            if event["data"]["dryRun"]:
+                print(f"    {kind:<10} would delete {c['planned']:>3}")
+            else:
+                print(f"    {kind:<10} planned {c['planned']:>3}  deleted {c['deleted']:>3}  absent {c['absent']:>3}  "
+                      f"failed {c['failed']:>3}  verified gone {c['verified']:>3}")
+    listing = event["data"].get("plan") or event["data"].get("items") or []
+    for item in listing[:6]:
+        mark = "" if "verified" not in item else ("  verified" if item["verified"] else "  NOT verified")
+        print(f"      {item['kind']:<9} {item['id']:<28} {item['result']}{mark}")
+    if len(listing) > 6:
+        print(f"      ... and {len(listing) - 6} more (every action is in the audit blob "
+              f"{event['data']['audit']['container']}/{event['data']['audit']['blob']})")
+
+
+def main() -> int:
+    OUTPUT.mkdir(exist_ok=True)
+    log_file = OUTPUT / "dsr.log"
+    log_file.write_bytes(b"")
+    (OUTPUT / "outcome-events.jsonl").write_text("")
+    azurite = Azurite()
+    emulator = EmulatorServer()
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        print(f"{BOLD}aml-dsr demo{RESET}: starting Azurite and the workspace emulator on free loopback ports ...")
+        azurite.start()
+        emulator.start()
+        env = {**os.environ, **emulator.settings(), "DSR_STORAGE": azurite.connection_string,
+               "DSR_LRO_DEADLINE_SECONDS": "60"}
+        env.pop("ServiceBusConnection__fullyQualifiedNamespace", None)
+        print(f"  Azurite blob  {azurite.blob_endpoint}\n  emulator      {emulator.base_url}  "
+              f"(managed identity at {emulator.settings()['IDENTITY_ENDPOINT']})\n")
+
+        print(f"{BOLD}1. Export everything in {DEMO_WORKSPACE}{RESET}  (dsr process, request DEMO-EXPORT-1)")
+        code, event, elapsed = run_request(env, {
+            "schemaVersion": "1", "requestId": "DEMO-EXPORT-1", "operation": "export", "targets": [TARGET],
+            "requestedBy": "make demo"}, log_file)
+        show_export(env, event, code, elapsed)
+
+        print(f"\n{BOLD}2. Delete, dry run{RESET}  (request DEMO-DELETE-1, dryRun: true)")
+        delete = {"schemaVersion": "1", "requestId": "DEMO-DELETE-1", "operation": "delete", "targets": [TARGET],
+                  "resourceKinds": ["models", "assets", "images", "services"], "dryRun": True, "requestedBy": "make demo"}
+        code, event, elapsed = run_request(env, delete, log_file)
+        show_delete(event, code, elapsed)
+
+        print(f"\n{BOLD}3. Delete for real{RESET}  (request DEMO-DELETE-2): delete, then read each item back")
+        code, event, elapsed = run_request(env, {**delete, "requestId": "DEMO-DELETE-2", "dryRun": False}, log_file)
+        show_delete(event, code, elapsed)
+
+        print(f"\nOutcome events (CloudEvents): {(OUTPUT / 'outcome-events.jsonl').relative_to(ROOT)}")
+        print(f"Logs (JSON lines) of the three runs: {log_file.relative_to(ROOT)}")
+        print("Next: README.md, 'Run it against Azure'.")
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping what the demo started", file=sys.stderr)
+        return 130
+    finally:
+        emulator.stop()
+        azurite.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
