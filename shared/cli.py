@@ -113,7 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "emulator":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "emulator":
+        args.emulator_args = [*args.emulator_args, *extra]
     return int(args.func(args))
 
 

@@ -88,7 +88,7 @@ def test_bundle_holds_no_token_and_no_datastore_credential(services, dsr_env, em
     assert secrets, "the emulator serves no secrets: the test would prove nothing"
     for secret in secrets:
         assert secret not in everything
-    tokens = list(emulator.core._tokens)  # every access token the emulator issued
+    tokens = list(emulator.issued_tokens())
     assert tokens, "no token was issued: the managed-identity path did not run"
     for token in tokens:
         assert token not in everything

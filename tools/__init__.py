@@ -1,0 +1,1 @@
+"""Developer tools for aml-dsr (not part of the deployed function app)."""
