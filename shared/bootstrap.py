@@ -67,10 +67,19 @@ def build_services(settings: Settings | None = None, *, publishers: list[Outcome
 
         return BlobAuditLog(blob_service(), settings.audit_container)
 
+    @lazy
+    def state() -> Any:
+        from shared.adapters.blob import BlobStateBackend
+        from shared.state import StateStore
+
+        return StateStore(BlobStateBackend(blob_service(), settings.state_container),
+                          lease_seconds=settings.lease_seconds)
+
     chosen = list(publishers or [])
     if with_servicebus and settings.servicebus_namespace and publishers is None:
         from shared.adapters.servicebus import ServiceBusOutcomePublisher
 
         chosen.append(ServiceBusOutcomePublisher(settings.servicebus_namespace, settings.outcome_queue,
                                                  credential_factory=credential))
-    return Services(settings=settings, catalog=catalog, aml=aml, bundles=bundles, audit=audit, publishers=chosen)
+    return Services(settings=settings, catalog=catalog, aml=aml, bundles=bundles, audit=audit, state=state,
+                    publishers=chosen)

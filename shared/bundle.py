@@ -67,7 +67,8 @@ class FileEntry:
 class JsonlWriter:
     """Thread-safe; memory bounded by one block. Nothing is visible until ``close`` commits the blocks."""
 
-    def __init__(self, blob: BlockBlob, *, name: str, kind: str, workspace: str, block_bytes: int = BLOCK_BYTES) -> None:
+    def __init__(self, blob: BlockBlob, *, name: str, kind: str, workspace: str, block_bytes: int = BLOCK_BYTES,
+                 resume: dict[str, Any] | None = None) -> None:
         self._blob = blob
         self._name = name
         self._kind = kind
@@ -75,11 +76,20 @@ class JsonlWriter:
         self._block_bytes = block_bytes
         self._lock = threading.Lock()
         self._buffer = bytearray()
-        self._blocks: list[str] = []
+        self._blocks: list[str] = list(resume["blocks"]) if resume else []
         self._sha = hashlib.sha256()
-        self._bytes = 0
-        self.items = 0
+        self._bytes = int(resume["bytes"]) if resume else 0
+        self.items = int(resume["items"]) if resume else 0
+        # a resumed file's hash covers blocks another process staged: it is read back at close instead
+        self._resumed = bool(resume and resume["blocks"])
         self._closed: FileEntry | None = None
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Stage what is buffered and describe the file so far (call only while no one writes)."""
+        with self._lock:
+            if self._buffer:
+                self._stage()
+            return {"blocks": list(self._blocks), "items": self.items, "bytes": self._bytes}
 
     def write(self, line: dict[str, Any]) -> None:
         data = json.dumps(line, ensure_ascii=False, separators=(",", ":"), sort_keys=False).encode("utf-8") + b"\n"
@@ -105,6 +115,10 @@ class JsonlWriter:
                 if self._buffer:
                     self._stage()
                 self._blob.commit(self._blocks)
-                self._closed = FileEntry(self._name, self._kind, self._workspace, self.items, self._bytes,
-                                         self._sha.hexdigest())
+                digest = self._sha.hexdigest()
+                if self._resumed:
+                    digest, size = self._blob.digest()
+                    if size != self._bytes:
+                        raise RuntimeError(f"{self._name}: {size} bytes committed, {self._bytes} expected")
+                self._closed = FileEntry(self._name, self._kind, self._workspace, self.items, self._bytes, digest)
             return self._closed

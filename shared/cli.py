@@ -41,6 +41,28 @@ def _failed_event(body: bytes, code: str, message: str, started_at: str) -> dict
         "startedAt": started_at, "completedAt": utc_now()})
 
 
+def _process_waiting(body: bytes, settings: Any, wait_seconds: float) -> dict[str, Any]:
+    """Run the request; while another worker holds its lease, wait (saying so) and try again."""
+    import time
+
+    from shared.bootstrap import build_services
+    from shared.processor import handle
+    from shared.state import RequestBusy
+
+    services = build_services(settings)
+    give_up = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return handle(body, services)
+        except RequestBusy as busy:
+            pause = max(0.5, busy.lease_until - time.time() + 0.5)
+            if time.monotonic() + pause > give_up:
+                raise
+            log.info("another worker holds this request; waiting for its lease to lapse",
+                     extra={"waitSeconds": round(pause, 1)})
+            time.sleep(min(pause, 30.0))
+
+
 def cmd_process(args: argparse.Namespace) -> int:
     from shared.settings import load_settings
 
@@ -58,10 +80,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         return 1
     started_at = utc_now()
     try:
-        from shared.bootstrap import build_services
-        from shared.processor import handle
-
-        event = handle(body, build_services(settings))
+        event = _process_waiting(body, settings, args.wait_seconds)
     except ConfigurationError as exc:
         print(f"dsr: configuration error: {exc.message}", file=sys.stderr)
         return 1
@@ -97,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     process = sub.add_parser("process", help="run one request message through the pipeline")
     process.add_argument("file", help="the request message (JSON); - reads standard input")
+    process.add_argument("--wait-seconds", type=float, default=900.0,
+                         help="how long to wait while another worker holds the request (default 900)")
     process.set_defaults(func=cmd_process)
     emulator = sub.add_parser("emulator", help="run the workspace emulator in the foreground", add_help=False)
     emulator.add_argument("emulator_args", nargs=argparse.REMAINDER)

@@ -42,6 +42,15 @@ class PlannedItem:
     status: int | None = None
     error: dict[str, Any] | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target.model_dump(), "kind": self.kind, "id": self.id, "url": self.url,
+                "result": self.result, "verified": self.verified, "status": self.status, "error": self.error}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> PlannedItem:
+        return cls(Target.model_validate(raw["target"]), raw["kind"], raw["id"], raw["url"], raw["result"],
+                   raw["verified"], raw["status"], raw["error"])
+
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "id": self.id, "target": self.target.resource_id,
                                "result": self.result}
@@ -229,17 +238,39 @@ class DeleteRun:
         return {"result": item.result, "verified": item.verified, "purge": True, "error": item.error}
 
 
-def run_delete(request: DsrRequest, services: Any, started_at: str) -> dict[str, Any]:
+def _plan_checkpoint(plan: DeletePlan, phase: str) -> dict[str, Any]:
+    return {"delete": {"phase": phase, "items": [i.to_json() for i in plan.items], "errors": plan.errors,
+                       "failedTargets": sorted(plan.failed_targets)}}
+
+
+def run_delete(request: DsrRequest, services: Any, started_at: str, *, checkpoint: Any = None,
+               save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Plan, then delete and verify. A resumed run keeps its plan: items already deleted answer 204/404
+    (absent) on the second DELETE, so nothing outside the plan is ever touched."""
     settings = services.settings
     run = DeleteRun(request, catalog=services.catalog, endpoints=Endpoints(settings.endpoints), aml=services.aml(),
                     audit=services.audit(), concurrency=settings.concurrency,
                     lro_deadline=settings.lro_deadline_seconds)
-    plan = run.plan()
-    run._audit([run._line(item, "PLAN", None, "planned", dryRun=request.dryRun) for item in plan.items])
+    saved = checkpoint.get("delete") if isinstance(checkpoint, dict) else None
+    if saved:
+        plan = DeletePlan([PlannedItem.from_json(raw) for raw in saved["items"]], list(saved["errors"]),
+                          set(saved["failedTargets"]))
+        log.info("resuming a delete from its saved plan", extra={"planned": len(plan.items), "phase": saved["phase"]})
+    else:
+        plan = run.plan()
+        run._audit([run._line(item, "PLAN", None, "planned", dryRun=request.dryRun) for item in plan.items])
+        if save and not request.dryRun:
+            save(_plan_checkpoint(plan, "planned"))
     errors = list(plan.errors)
     workspace_deletes: dict[str, Any] = {}
     if not request.dryRun:
-        run._parallel(run._delete_one, plan.items)
+        run._parallel(run._delete_one, [i for i in plan.items if i.result in ("planned", "failed")])
+        if save:
+            save(_plan_checkpoint(plan, "deleted"))
+        for item in plan.items:
+            item.verified = False
+            if item.result != "failed":
+                item.error = None
         run._parallel(run._verify_one, [i for i in plan.items if i.result != "failed"])
         errors += [i.error for i in plan.items if i.error]
         if request.deleteWorkspace:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -43,6 +44,18 @@ class Step:
     list_url: str | None = None  # first page of the list, for continuation tokens
 
 
+def step_to_json(step: Step) -> dict[str, Any]:
+    return {"target": step.target.model_dump(), "kind": step.kind, "op": step.op, "url": step.url,
+            "bindings": [list(b) for b in step.bindings], "itemId": step.item_id, "listed": step.listed,
+            "page": step.page, "listUrl": step.list_url}
+
+
+def step_from_json(raw: dict[str, Any]) -> Step:
+    return Step(Target.model_validate(raw["target"]), raw["kind"], raw["op"], raw["url"],
+                tuple((str(k), str(v)) for k, v in raw["bindings"]), raw["itemId"], raw["listed"], int(raw["page"]),
+                raw["listUrl"])
+
+
 @dataclass
 class ErrorRecord:
     code: str
@@ -69,6 +82,8 @@ class ExportResult:
     files: list[FileEntry]
     errors: list[ErrorRecord]
     calls: int
+    suspended: bool = False
+    checkpoint: dict[str, Any] | None = None
 
 
 class Endpoints:
@@ -138,7 +153,10 @@ def record_id(kind: Kind, record: Any) -> str:
 
 class ExportTraversal:
     def __init__(self, request: DsrRequest, *, catalog: Catalog, endpoints: Endpoints, aml: AzureML,
-                 store: BundleStore, concurrency: int = 8, should_stop: Callable[[], bool] | None = None) -> None:
+                 store: BundleStore, concurrency: int = 8, should_stop: Callable[[], bool] | None = None,
+                 checkpoint: dict[str, Any] | None = None,
+                 on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+                 checkpoint_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.request = request
         self.catalog = catalog
         self.endpoints = endpoints
@@ -155,23 +173,75 @@ class ExportTraversal:
         self.errors: list[ErrorRecord] = []
         self.calls = 0
         self._should_stop = should_stop or (lambda: False)
+        self._resume_from = checkpoint
+        self._on_checkpoint = on_checkpoint
+        self._checkpoint_seconds = checkpoint_seconds
+        self._clock = clock
 
     # -- the whole run --------------------------------------------------------------------------
     def run(self) -> ExportResult:
         pending: deque[Step] = deque()
-        for target in self.request.targets:
-            self._results[target.resource_id] = TargetResult(target)
-            pending.append(self._workspace_step(target))
+        if self._resume_from:
+            pending.extend(self._restore(self._resume_from))
+        else:
+            for target in self.request.targets:
+                self._results[target.resource_id] = TargetResult(target)
+                pending.append(self._workspace_step(target))
         running: set[Future[list[Step]]] = set()
+        last_checkpoint = self._clock()
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="dsr-export") as pool:
             while pending or running:
+                stop = self._should_stop()
+                due = self._on_checkpoint is not None and self._clock() - last_checkpoint >= self._checkpoint_seconds
+                if stop or due:
+                    # quiesce: let the steps under way finish, so the snapshot is consistent
+                    for future in wait(running).done:
+                        pending.extend(future.result())
+                    running = set()
+                    snapshot = self._snapshot(pending)
+                    if self._on_checkpoint is not None:
+                        self._on_checkpoint(snapshot)
+                    last_checkpoint = self._clock()
+                    if stop:
+                        return ExportResult(list(self._results.values()), [], self.errors, self.calls,
+                                            suspended=True, checkpoint=snapshot)
                 while pending and len(running) < self.concurrency:
                     running.add(pool.submit(contextvars.copy_context().run, self._run_step, pending.popleft()))
-                done, running = wait(running, return_when=FIRST_COMPLETED)
+                done, running = wait(running, return_when=FIRST_COMPLETED, timeout=self._checkpoint_seconds)
                 for future in done:
                     pending.extend(future.result())
         files = self._close_files()
         return ExportResult(list(self._results.values()), files, self.errors, self.calls)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _snapshot(self, pending: deque[Step]) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "pending": [step_to_json(step) for step in pending],
+            "seen": {f"{rid}|{kind}": sorted(ids) for (rid, kind), ids in self._seen.items()},
+            "writers": {f"{rid}|{kind}": writer.checkpoint() for (rid, kind), writer in self._writers.items()},
+            "targets": {rid: {"ok": r.ok, "counts": r.counts, "skipped": r.skipped, "secrets": r.secrets_scrubbed}
+                        for rid, r in self._results.items()},
+            "errors": [e.as_dict() for e in self.errors],
+            "calls": self.calls,
+        }
+
+    def _restore(self, snapshot: dict[str, Any]) -> list[Step]:
+        by_id = {t.resource_id: t for t in self.request.targets}
+        for rid, raw in snapshot["targets"].items():
+            self._results[rid] = TargetResult(by_id[rid], ok=raw["ok"], counts=dict(raw["counts"]),
+                                              skipped=dict(raw["skipped"]), secrets_scrubbed=int(raw["secrets"]))
+        for key, ids in snapshot["seen"].items():
+            rid, kind = key.rsplit("|", 1)
+            self._seen[(rid, kind)] = set(ids)
+        for key, state in snapshot["writers"].items():
+            rid, kind = key.rsplit("|", 1)
+            name = jsonl_name(self.request.requestId, by_id[rid], kind)
+            self._writers[(rid, kind)] = JsonlWriter(self.store.block_blob(name), name=name, kind=kind,
+                                                     workspace=rid, resume=state)
+        self.errors = [ErrorRecord(**e) for e in snapshot["errors"]]
+        self.calls = int(snapshot["calls"])
+        return [step_from_json(raw) for raw in snapshot["pending"]]
 
     def _close_files(self) -> list[FileEntry]:
         files: list[FileEntry] = []

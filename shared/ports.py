@@ -28,6 +28,10 @@ class BlockBlob(Protocol):
 
     def commit(self, block_ids: list[str]) -> None: ...
 
+    def digest(self) -> tuple[str, int]:
+        """sha256 hex and size of the committed blob, read back in chunks."""
+        ...
+
 
 class BundleStore(Protocol):
     def block_blob(self, name: str) -> BlockBlob: ...

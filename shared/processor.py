@@ -16,12 +16,13 @@ from typing import Any
 from shared.bundle import bundle_prefix, manifest_name
 from shared.catalog import Catalog
 from shared.contract import DsrRequest, parse_request
-from shared.errors import RequestRejected
+from shared.errors import RequestRejected, Violation
 from shared.export import Endpoints, ExportTraversal
 from shared.logs import request_context
 from shared.outcome import outcome_event, rejected_event, status_of, utc_now
 from shared.ports import AuditLog, AzureML, BundleStore, OutcomePublisher
 from shared.settings import Settings
+from shared.state import LeaseKeeper, LeaseLost, RequestIdReused, StateStore
 
 log = logging.getLogger("dsr.processor")
 
@@ -35,10 +36,30 @@ class Services:
     aml: Callable[[], AzureML]
     bundles: Callable[[], BundleStore]
     audit: Callable[[], AuditLog]
+    state: Callable[[], StateStore]
     publishers: list[OutcomePublisher] = field(default_factory=list)
 
 
+@dataclass
+class ProcessResult:
+    """``event`` is the outcome; ``suspended`` means the time budget ran out after a checkpoint, and the
+    request must be continued (continuation number ``continuation``) by whoever delivered it."""
+
+    event: dict[str, Any] | None
+    suspended: bool = False
+    continuation: int = 0
+    replayed: bool = False
+    request: DsrRequest | None = None
+
+
 def handle(body: bytes | str, services: Services) -> dict[str, Any]:
+    """Process a request to its end in this process (the CLI): no time budget."""
+    result = process(body, services, budget_seconds=None)
+    assert result.event is not None
+    return result.event
+
+
+def process(body: bytes | str, services: Services, *, budget_seconds: float | None) -> ProcessResult:
     started_at = utc_now()
     try:
         request = parse_request(body)
@@ -47,19 +68,59 @@ def handle(body: bytes | str, services: Services) -> dict[str, Any]:
         with request_context(event["data"]["requestId"]):
             log.warning("request rejected", extra={"codes": [v.code for v in rejection.violations]})
             publish(event, services)
-        return event
+        return ProcessResult(event)
     with request_context(request.requestId):
+        store = services.state()
+        try:
+            claim = store.claim(request.requestId, request.model_dump(mode="json"))
+        except RequestIdReused as exc:
+            rejection = RequestRejected([Violation(exc.code, "requestId", exc.message)],
+                                        request_id=request.requestId, operation=request.operation)
+            event = rejected_event(rejection, body, started_at=started_at)
+            log.warning("request rejected", extra={"codes": [exc.code]})
+            publish(event, services)
+            return ProcessResult(event, request=request)
+        if claim.kind == "final":
+            event = claim.outcome
+            assert event is not None
+            log.info("request already finished: its outcome is published again",
+                     extra={"status": event["data"]["status"]})
+            publish(event, services)
+            return ProcessResult(event, replayed=True, request=request)
+        started_at = claim.document.get("startedAt") or started_at
+        if not claim.document.get("startedAt"):
+            store.update(claim, startedAt=started_at)
         log.info("request accepted", extra={"operation": request.operation, "targets": len(request.targets),
-                                            "kinds": list(request.kinds)})
-        if request.operation == "export":
-            event = run_export(request, services, started_at)
-        else:
-            from shared.delete import run_delete
+                                            "kinds": list(request.kinds), "attempt": claim.document.get("attempts"),
+                                            "resumed": claim.checkpoint is not None})
+        clock = time.monotonic()
+        with LeaseKeeper(store, claim) as lease:
+            def should_stop() -> bool:
+                over_budget = budget_seconds is not None and time.monotonic() - clock >= budget_seconds
+                return lease.lost.is_set() or over_budget
 
-            event = run_delete(request, services, started_at)
+            def save(checkpoint: dict[str, Any]) -> None:
+                store.save_checkpoint(claim, checkpoint)
+
+            if request.operation == "export":
+                event = run_export(request, services, started_at, checkpoint=claim.checkpoint, save=save,
+                                   should_stop=should_stop)
+            else:
+                from shared.delete import run_delete
+
+                event = run_delete(request, services, started_at, checkpoint=claim.checkpoint, save=save)
+            if lease.lost.is_set():
+                raise LeaseLost("another worker took over this request; this worker stops")
+        if event is None:
+            continuation = int(claim.document.get("continuations") or 0) + 1
+            store.release(claim, claim.document.get("checkpoint"), continuation=continuation)
+            log.info("time budget spent: checkpoint saved, continuation needed",
+                     extra={"continuation": continuation})
+            return ProcessResult(None, suspended=True, continuation=continuation, request=request)
+        store.finish(claim, event)
         publish(event, services)
         log.info("request finished", extra={"status": event["data"]["status"]})
-        return event
+        return ProcessResult(event, request=request)
 
 
 def publish(event: dict[str, Any], services: Services) -> None:
@@ -67,15 +128,25 @@ def publish(event: dict[str, Any], services: Services) -> None:
         publisher.publish(event)
 
 
-def run_export(request: DsrRequest, services: Services, started_at: str) -> dict[str, Any]:
+def run_export(request: DsrRequest, services: Services, started_at: str, *, checkpoint: Any = None,
+               save: Callable[[dict[str, Any]], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> dict[str, Any] | None:
+    """The export; ``None`` when it stopped at a checkpoint (time budget, lost lease) before the end."""
     settings = services.settings
     store = services.bundles()
     manifest = manifest_name(request.requestId)
-    store.delete(manifest)  # a reader must never trust a manifest while its files are being rewritten
+    resume = checkpoint.get("export") if isinstance(checkpoint, dict) else None
+    if resume is None:
+        store.delete(manifest)  # a reader must never trust a manifest while its files are being rewritten
     clock = time.monotonic()
     traversal = ExportTraversal(request, catalog=services.catalog, endpoints=Endpoints(settings.endpoints),
-                                aml=services.aml(), store=store, concurrency=settings.concurrency)
+                                aml=services.aml(), store=store, concurrency=settings.concurrency,
+                                checkpoint=resume, checkpoint_seconds=settings.checkpoint_seconds,
+                                on_checkpoint=(lambda snap: save({"export": snap})) if save else None,
+                                should_stop=should_stop)
     result = traversal.run()
+    if result.suspended:
+        return None
     succeeded = [t for t in result.targets if t.ok]
     status = status_of(len(result.errors), len(succeeded), len(result.targets))
     counts = {t.target.resource_id: {k: t.counts.get(k, 0) for k in request.kinds} for t in succeeded}

@@ -56,6 +56,10 @@ class Settings:
     max_retry_after: float = 120.0
     max_delivery_count: int = 10
     lro_deadline_seconds: float = 1800.0
+    time_budget_seconds: float = 420.0
+    checkpoint_seconds: float = 5.0
+    watchdog_idle_seconds: float = 300.0
+    watchdog_max_requeues: int = 3
     log_level: str = "INFO"
 
 
@@ -167,6 +171,11 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
         max_retry_after=number("DSR_MAX_RETRY_AFTER_SECONDS", defaults.max_retry_after, minimum=0),
         max_delivery_count=int(number("DSR_MAX_DELIVERY_COUNT", defaults.max_delivery_count, minimum=1, integer=True)),
         lro_deadline_seconds=number("DSR_LRO_DEADLINE_SECONDS", defaults.lro_deadline_seconds, minimum=1),
+        time_budget_seconds=number("DSR_TIME_BUDGET_SECONDS", defaults.time_budget_seconds, minimum=1),
+        checkpoint_seconds=number("DSR_CHECKPOINT_SECONDS", defaults.checkpoint_seconds, minimum=0.1),
+        watchdog_idle_seconds=number("DSR_WATCHDOG_IDLE_SECONDS", defaults.watchdog_idle_seconds, minimum=1),
+        watchdog_max_requeues=int(number("DSR_WATCHDOG_MAX_REQUEUES", defaults.watchdog_max_requeues, minimum=0,
+                                         integer=True)),
         log_level=log_level,
     )
 

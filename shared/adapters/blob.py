@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from typing import Any
@@ -54,6 +55,14 @@ class BlobBlockBlob:
     def commit(self, block_ids: list[str]) -> None:
         self._blob.commit_block_list(block_ids, content_settings=_JSONL)
 
+    def digest(self) -> tuple[str, int]:
+        sha = hashlib.sha256()
+        size = 0
+        for chunk in self._blob.download_blob().chunks():
+            sha.update(chunk)
+            size += len(chunk)
+        return sha.hexdigest(), size
+
 
 class BlobBundleStore:
     """Implements ``shared.ports.BundleStore`` on one container."""
@@ -104,3 +113,48 @@ class BlobAuditLog:
                 pass
             for start in range(0, len(data), 4 * 1024 * 1024):
                 blob.append_block(data[start:start + 4 * 1024 * 1024])
+
+
+class BlobStateBackend:
+    """Implements ``shared.state.StateBackend``: one JSON blob per request, ETag conditions on every write."""
+
+    def __init__(self, service: BlobServiceClient, container: str) -> None:
+        self._container = _Container(service, container)
+
+    @staticmethod
+    def _name(request_id: str) -> str:
+        return f"{request_id}.json"
+
+    def read(self, request_id: str) -> tuple[dict[str, Any], str] | None:
+        try:
+            downloader = self._container.client.download_blob(self._name(request_id))
+        except ResourceNotFoundError:
+            return None
+        return json.loads(downloader.readall()), str(downloader.properties.etag)
+
+    def create(self, request_id: str, document: dict[str, Any]) -> str:
+        from shared.state import StateConflict
+
+        try:
+            blob = self._container.client.get_blob_client(self._name(request_id))
+            result = blob.upload_blob(json.dumps(document).encode(), overwrite=False, content_settings=_JSON)
+        except ResourceExistsError:
+            raise StateConflict(request_id) from None
+        return str(result["etag"])
+
+    def replace(self, request_id: str, document: dict[str, Any], etag: str) -> str:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError
+
+        from shared.state import StateConflict
+
+        blob = self._container.client.get_blob_client(self._name(request_id))
+        try:
+            result = blob.upload_blob(json.dumps(document).encode(), overwrite=True, etag=etag,
+                                      match_condition=MatchConditions.IfNotModified, content_settings=_JSON)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            raise StateConflict(request_id) from None
+        return str(result["etag"])
+
+    def list_ids(self) -> list[str]:
+        return [b.name.removesuffix(".json") for b in self._container.client.list_blobs() if b.name.endswith(".json")]

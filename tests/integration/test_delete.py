@@ -70,19 +70,29 @@ def test_a_lost_delete_response_is_absent_on_retry_and_still_verified(services, 
     assert emulator.expected_ids()["models"] == set()
 
 
-def test_a_redelivered_delete_request_finds_nothing_left(services, dsr_env, emulator, make_request):
+def test_a_redelivered_delete_request_repeats_its_outcome_and_no_call(services, dsr_env, emulator, make_request,
+                                                                      publisher):
     body = make_request(operation="delete", resourceKinds=["assets"])
     first = handle(json.dumps(body), services)
     emulator.clear_requests()
     second = handle(json.dumps(body), services)
-    assert first["data"]["status"] == second["data"]["status"] == "completed"
-    assert _deletes(emulator) == []
-    assert second["data"]["counts"][RESOURCE_ID]["assets"]["planned"] == 0
-    # the audit only grows: both runs are in it
+    assert second == first and second["data"]["status"] == "completed"
+    assert [e["id"] for e in publisher.events] == [first["id"], first["id"]]
+    assert emulator.requests() == [], "a finished request makes no Azure ML call"
     lines = _audit_lines(dsr_env, body["requestId"])
     planned = first["data"]["counts"][RESOURCE_ID]["assets"]["planned"]
+    assert planned > 0
     assert len([line for line in lines if line["method"] == "DELETE"]) == planned
     assert all("Bearer" not in json.dumps(line) for line in lines)
+
+
+def test_the_audit_only_grows_across_requests_with_the_same_blob(services, dsr_env, emulator, make_request):
+    body = make_request(operation="delete", resourceKinds=["images"], dryRun=True)
+    handle(json.dumps(body), services)
+    first = _audit_lines(dsr_env, body["requestId"])
+    services.audit().append(body["requestId"], [{"note": "appended later"}])
+    second = _audit_lines(dsr_env, body["requestId"])
+    assert second[: len(first)] == first and second[-1] == {"note": "appended later"}
 
 
 def test_audit_has_one_line_per_action(services, dsr_env, emulator, make_request):

@@ -1,0 +1,206 @@
+"""Request state: one JSON document per requestId, changed only under optimistic concurrency (ETags).
+
+    received -> in_progress -> completed | partially_completed | failed | rejected
+
+The logic lives here once; a backend is four small I/O methods (``StateBackend``), as in powertools'
+idempotency persistence layer. A worker owns a request while its lease (``leaseUntil``) is fresh; it
+renews the lease as it works and saves checkpoints under it. A lapsed lease may be taken over by the
+next worker, which resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared.errors import DsrError, RetryableError
+
+log = logging.getLogger("dsr.state")
+
+FINAL = ("completed", "partially_completed", "failed", "rejected")
+
+
+class StateConflict(Exception):
+    """The document changed since it was read (ETag mismatch), or already exists."""
+
+
+class StateBackend(Protocol):
+    def read(self, request_id: str) -> tuple[dict[str, Any], str] | None: ...
+
+    def create(self, request_id: str, document: dict[str, Any]) -> str: ...
+
+    def replace(self, request_id: str, document: dict[str, Any], etag: str) -> str: ...
+
+    def list_ids(self) -> list[str]: ...
+
+
+class RequestBusy(RetryableError):
+    """Another worker holds a live lease on this request; come back later."""
+
+    code = "request_in_progress"
+
+    def __init__(self, request_id: str, lease_until: float) -> None:
+        super().__init__(f"request {request_id} is being processed by another worker")
+        self.lease_until = lease_until
+
+
+class LeaseLost(RetryableError):
+    code = "lease_lost"
+
+
+class RequestIdReused(DsrError):
+    code = "request_id_reused"
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def request_fingerprint(request_json: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(request_json, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class Claim:
+    """The outcome of trying to take a request: ``owned`` (go on), ``final`` (done before)."""
+
+    kind: str
+    document: dict[str, Any]
+    etag: str = ""
+
+    @property
+    def checkpoint(self) -> Any:
+        return self.document.get("checkpoint")
+
+    @property
+    def outcome(self) -> dict[str, Any] | None:
+        return self.document.get("outcome")
+
+
+class StateStore:
+    def __init__(self, backend: StateBackend, *, lease_seconds: float, owner: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.backend = backend
+        self.lease_seconds = lease_seconds
+        self.owner = owner or worker_id()
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def _stamp(self) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
+
+    def claim(self, request_id: str, request_json: dict[str, Any]) -> Claim:
+        fingerprint = request_fingerprint(request_json)
+        for _ in range(20):
+            found = self.backend.read(request_id)
+            now = self.clock()
+            if found is None:
+                doc = {"requestId": request_id, "status": "in_progress", "operation": request_json.get("operation"),
+                       "fingerprint": fingerprint, "request": request_json, "attempts": 1, "owner": self.owner,
+                       "leaseUntil": now + self.lease_seconds, "createdAt": self._stamp(), "updatedAt": self._stamp(),
+                       "startedAt": None, "checkpoint": None, "outcome": None, "continuations": 0, "requeues": 0}
+                try:
+                    etag = self.backend.create(request_id, doc)
+                except StateConflict:
+                    continue
+                return Claim("owned", doc, etag)
+            doc, etag = found
+            if doc.get("fingerprint") not in (None, fingerprint):
+                raise RequestIdReused(f"requestId {request_id} was already used for a different request; "
+                                      "a new request needs a new requestId")
+            if doc.get("status") in FINAL:
+                return Claim("final", doc, etag)
+            lease_until = float(doc.get("leaseUntil") or 0)
+            if doc.get("owner") not in (None, self.owner) and lease_until > now:
+                raise RequestBusy(request_id, lease_until)
+            taken = {**doc, "status": "in_progress", "owner": self.owner, "leaseUntil": now + self.lease_seconds,
+                     "attempts": int(doc.get("attempts") or 0) + 1, "updatedAt": self._stamp()}
+            try:
+                new_etag = self.backend.replace(request_id, taken, etag)
+            except StateConflict:
+                continue
+            if doc.get("owner") not in (None, self.owner):
+                log.info("took over a request whose lease had lapsed", extra={"attempts": taken["attempts"]})
+            return Claim("owned", taken, new_etag)
+        raise RetryableError("the request state kept changing under us", code="state_contention")
+
+    def update(self, claim: Claim, *, keep_lease: bool = True, **changes: Any) -> None:
+        """Change the owned document (renewing the lease); ``LeaseLost`` if someone else took it."""
+        with self._lock:
+            lease = self.clock() + self.lease_seconds if keep_lease else 0.0
+            doc = {**claim.document, **changes, "leaseUntil": lease, "updatedAt": self._stamp()}
+            try:
+                claim.etag = self.backend.replace(doc["requestId"], doc, claim.etag)
+            except StateConflict:
+                raise LeaseLost("another worker took over this request") from None
+            claim.document = doc
+
+    def renew(self, claim: Claim) -> None:
+        self.update(claim)
+
+    def save_checkpoint(self, claim: Claim, checkpoint: Any) -> None:
+        self.update(claim, checkpoint=checkpoint)
+
+    def release(self, claim: Claim, checkpoint: Any, *, continuation: int) -> None:
+        """Stop working on it for now (time budget spent): the next worker may start at once."""
+        self.update(claim, keep_lease=False, checkpoint=checkpoint, continuations=continuation, owner=None)
+
+    def finish(self, claim: Claim, outcome: dict[str, Any]) -> None:
+        self.update(claim, keep_lease=False, status=outcome["data"]["status"], outcome=outcome, checkpoint=None,
+                    owner=None)
+
+    def stale(self, *, idle_seconds: float) -> list[tuple[dict[str, Any], str]]:
+        """in_progress documents whose lease lapsed and that saw no activity for ``idle_seconds``."""
+        now = self.clock()
+        out = []
+        for request_id in self.backend.list_ids():
+            found = self.backend.read(request_id)
+            if not found:
+                continue
+            doc, etag = found
+            if doc.get("status") in FINAL or float(doc.get("leaseUntil") or 0) > now:
+                continue
+            updated = calendar.timegm(time.strptime(doc["updatedAt"], "%Y-%m-%dT%H:%M:%SZ"))
+            if now - updated >= idle_seconds:
+                out.append((doc, etag))
+        return out
+
+
+class LeaseKeeper:
+    """Renews the lease in the background while work goes on; flags a lost lease so the work stops."""
+
+    def __init__(self, store: StateStore, claim: Claim) -> None:
+        self.store = store
+        self.claim = claim
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dsr-lease", daemon=True)
+
+    def _run(self) -> None:
+        interval = max(1.0, self.store.lease_seconds / 3)
+        while not self._stop.wait(interval):
+            try:
+                self.store.renew(self.claim)
+            except LeaseLost:
+                self.lost.set()
+                return
+            except Exception as exc:  # noqa: BLE001 - a failed renewal is retried at the next tick
+                log.warning("lease renewal failed", extra={"error": type(exc).__name__})
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
