@@ -37,6 +37,14 @@ class Source(BaseModel):
         return self
 
 
+class Inherit(BaseModel):
+    """A record belongs to the subject when the record of ``kind`` it names in ``field`` does."""
+
+    model_config = _Strict
+    kind: str
+    field: str
+
+
 class Kind(BaseModel):
     model_config = _Strict
     comment: str | None = Field(default=None, alias="$comment")
@@ -52,6 +60,7 @@ class Kind(BaseModel):
     source: Source | None = Field(default=None, alias="from")
     operations: tuple[Literal["export", "delete"], ...]
     identityFields: tuple[str, ...] = ()
+    inherit: Inherit | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> Kind:
@@ -95,6 +104,8 @@ class Catalog(BaseModel):
         for name, kind in self.kinds.items():
             if kind.source and kind.source.kind not in self.kinds:
                 raise ValueError(f"kind {name}: source kind {kind.source.kind!r} is not in the catalog")
+            if kind.inherit and kind.inherit.kind not in self.kinds:
+                raise ValueError(f"kind {name}: inherit kind {kind.inherit.kind!r} is not in the catalog")
             for template in (kind.list, kind.item):
                 for ph in _PLACEHOLDER.findall(template or ""):
                     bound = kind.source.bind if kind.source else {}
@@ -114,11 +125,16 @@ class Catalog(BaseModel):
             current = self.kinds[current.kind].source
         return chain
 
-    def closure(self, kinds: tuple[str, ...]) -> set[str]:
-        """The requested kinds and every kind they are reached through."""
+    def closure(self, kinds: tuple[str, ...], *, subject_scope: bool = False) -> set[str]:
+        """The requested kinds and every kind they are reached through (and, for a subject-scoped
+        request, the kinds whose attribution they inherit)."""
         needed = set(kinds)
         for kind in kinds:
             needed.update(self.ancestors(kind))
+            inherit = self.kinds[kind].inherit
+            if subject_scope and inherit:
+                needed.add(inherit.kind)
+                needed.update(self.ancestors(inherit.kind))
         return needed
 
     def children(self, kind: str) -> list[str]:

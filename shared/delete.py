@@ -21,6 +21,7 @@ from shared.errors import AzureMLError, NotFoundError, parse_retry_after
 from shared.export import Endpoints, list_records, record_id, url_for, workspace_problem
 from shared.outcome import outcome_event, utc_now
 from shared.ports import ApiResponse, AuditLog, AzureML
+from shared.subject import SubjectMatcher
 from shared.urls import redact_url
 
 log = logging.getLogger("dsr.delete")
@@ -64,6 +65,8 @@ class DeletePlan:
     items: list[PlannedItem] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     failed_targets: set[str] = field(default_factory=set)
+    review: list[dict[str, Any]] = field(default_factory=list)  # subject scope: mentioned, never deleted
+    scanned: int = 0
 
 
 class Poller:
@@ -136,6 +139,8 @@ class DeleteRun:
     # -- plan -----------------------------------------------------------------------------------
     def plan(self) -> DeletePlan:
         plan = DeletePlan()
+        matcher = SubjectMatcher(self.request.subject, self.catalog) \
+            if self.request.scope == "subject" and self.request.subject else None
         for target in self.request.targets:
             ws_kind = self.catalog.kinds["workspace"]
             assert ws_kind.item
@@ -162,6 +167,12 @@ class DeleteRun:
                         if rid in seen or rid.startswith("sha256:"):
                             continue
                         seen.add(rid)
+                        plan.scanned += 1
+                        if matcher is not None and not matcher.by_identity(kind_name, record):
+                            if matcher.by_mention(record):
+                                plan.review.append({"kind": kind_name, "id": rid, "target": target.resource_id,
+                                                    "matchedBy": "mention"})
+                            continue
                         url = url_for(self.catalog, self.endpoints, kind, kind.item, target, {"id": rid})
                         plan.items.append(PlannedItem(target, kind_name, rid, url))
                 except AzureMLError as exc:
@@ -240,7 +251,7 @@ class DeleteRun:
 
 def _plan_checkpoint(plan: DeletePlan, phase: str) -> dict[str, Any]:
     return {"delete": {"phase": phase, "items": [i.to_json() for i in plan.items], "errors": plan.errors,
-                       "failedTargets": sorted(plan.failed_targets)}}
+                       "failedTargets": sorted(plan.failed_targets), "review": plan.review, "scanned": plan.scanned}}
 
 
 def run_delete(request: DsrRequest, services: Any, started_at: str, *, checkpoint: Any = None,
@@ -254,7 +265,7 @@ def run_delete(request: DsrRequest, services: Any, started_at: str, *, checkpoin
     saved = checkpoint.get("delete") if isinstance(checkpoint, dict) else None
     if saved:
         plan = DeletePlan([PlannedItem.from_json(raw) for raw in saved["items"]], list(saved["errors"]),
-                          set(saved["failedTargets"]))
+                          set(saved["failedTargets"]), list(saved.get("review", [])), int(saved.get("scanned", 0)))
         log.info("resuming a delete from its saved plan", extra={"planned": len(plan.items), "phase": saved["phase"]})
     else:
         plan = run.plan()
@@ -316,5 +327,9 @@ def run_delete(request: DsrRequest, services: Any, started_at: str, *, checkpoin
         data["itemsTruncated"] = True
     if workspace_deletes:
         data["workspaceDeletes"] = workspace_deletes
+    if request.scope == "subject":
+        data["scope"] = "subject"
+        data["subjectMatches"] = {"scanned": plan.scanned, "identity": planned, "mentionOnly": len(plan.review)}
+        data["review"] = plan.review[:PLAN_LIMIT_IN_EVENT]
     log.info("delete finished", extra={"planned": planned, "verified": verified, "dryRun": request.dryRun})
     return outcome_event(request.requestId, "delete", status, data)

@@ -24,6 +24,7 @@ from shared.catalog import Catalog, Kind, build_path, matches_where, scalar_ids,
 from shared.contract import DsrRequest, Target
 from shared.errors import AzureMLError, BadResponseError, NotFoundError
 from shared.ports import AzureML, BundleStore
+from shared.subject import SubjectMatcher
 from shared.urls import strip_query, with_query
 
 log = logging.getLogger("dsr.export")
@@ -42,18 +43,19 @@ class Step:
     listed: Any = None  # the list record an item GET completes
     page: int = 1
     list_url: str | None = None  # first page of the list, for continuation tokens
+    inherited: bool = False  # subject scope: the parent belongs to the subject
 
 
 def step_to_json(step: Step) -> dict[str, Any]:
     return {"target": step.target.model_dump(), "kind": step.kind, "op": step.op, "url": step.url,
             "bindings": [list(b) for b in step.bindings], "itemId": step.item_id, "listed": step.listed,
-            "page": step.page, "listUrl": step.list_url}
+            "page": step.page, "listUrl": step.list_url, "inherited": step.inherited}
 
 
 def step_from_json(raw: dict[str, Any]) -> Step:
     return Step(Target.model_validate(raw["target"]), raw["kind"], raw["op"], raw["url"],
                 tuple((str(k), str(v)) for k, v in raw["bindings"]), raw["itemId"], raw["listed"], int(raw["page"]),
-                raw["listUrl"])
+                raw["listUrl"], bool(raw.get("inherited")))
 
 
 @dataclass
@@ -74,6 +76,7 @@ class TargetResult:
     counts: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     secrets_scrubbed: int = 0
+    matches: dict[str, dict[str, int]] = field(default_factory=dict)  # subject scope: kind -> scanned/by type
 
 
 @dataclass
@@ -164,7 +167,12 @@ class ExportTraversal:
         self.store = store
         self.concurrency = max(1, concurrency)
         self.requested = set(request.kinds)
-        self.needed = catalog.closure(request.kinds)
+        self.matcher = SubjectMatcher(request.subject, catalog) \
+            if request.scope == "subject" and request.subject else None
+        self.needed = catalog.closure(request.kinds, subject_scope=self.matcher is not None)
+        self._attributed: dict[tuple[str, str], set[str]] = {}
+        self._written: dict[tuple[str, str], set[str]] = {}
+        self._deferred: list[dict[str, Any]] = []
         self._secret_names = catalog.secret_field_names
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, str], set[str]] = {}
@@ -210,6 +218,7 @@ class ExportTraversal:
                 done, running = wait(running, return_when=FIRST_COMPLETED, timeout=self._checkpoint_seconds)
                 for future in done:
                     pending.extend(future.result())
+        self._resolve_deferred()
         files = self._close_files()
         return ExportResult(list(self._results.values()), files, self.errors, self.calls)
 
@@ -224,6 +233,10 @@ class ExportTraversal:
                         for rid, r in self._results.items()},
             "errors": [e.as_dict() for e in self.errors],
             "calls": self.calls,
+            "attributed": {f"{rid}|{kind}": sorted(ids) for (rid, kind), ids in self._attributed.items()},
+            "written": {f"{rid}|{kind}": sorted(ids) for (rid, kind), ids in self._written.items()},
+            "matches": {rid: r.matches for rid, r in self._results.items()},
+            "deferred": self._deferred,
         }
 
     def _restore(self, snapshot: dict[str, Any]) -> list[Step]:
@@ -241,6 +254,13 @@ class ExportTraversal:
                                                      workspace=rid, resume=state)
         self.errors = [ErrorRecord(**e) for e in snapshot["errors"]]
         self.calls = int(snapshot["calls"])
+        for name, store in (("attributed", self._attributed), ("written", self._written)):
+            for key, ids in snapshot.get(name, {}).items():
+                rid, kind = key.rsplit("|", 1)
+                store[(rid, kind)] = set(ids)
+        for rid, matches in snapshot.get("matches", {}).items():
+            self._results[rid].matches = {k: dict(v) for k, v in matches.items()}
+        self._deferred = list(snapshot.get("deferred", []))
         return [step_from_json(raw) for raw in snapshot["pending"]]
 
     def _close_files(self) -> list[FileEntry]:
@@ -276,7 +296,8 @@ class ExportTraversal:
         record = response.body
         if step.listed is not None and isinstance(record, dict) and isinstance(step.listed, dict):
             record = {**step.listed, **record}
-        return self._accept(step.target, step.kind, record, step.item_id, dict(step.bindings), step.url)
+        return self._accept(step.target, step.kind, record, step.item_id, dict(step.bindings), step.url,
+                            inherited=step.inherited)
 
     def _not_found(self, step: Step) -> list[Step]:
         if step.kind == "workspace":
@@ -323,13 +344,15 @@ class ExportTraversal:
                 if isinstance(key, (str, int)) and str(key):
                     url = url_for(self.catalog, self.endpoints, kind, kind.item, step.target,
                                   {**bindings, "id": str(key)})
-                    steps.append(Step(step.target, step.kind, "item", url, step.bindings, rid, record))
+                    steps.append(Step(step.target, step.kind, "item", url, step.bindings, rid, record,
+                                      inherited=step.inherited))
                     continue
-            steps += self._accept(step.target, step.kind, record, rid, bindings, self._source_url(kind, step, record))
+            steps += self._accept(step.target, step.kind, record, rid, bindings, self._source_url(kind, step, record),
+                                  inherited=step.inherited)
         next_url = self._next_page(kind, step, body)
         if next_url:
             steps.append(Step(step.target, step.kind, "list", next_url, step.bindings, page=step.page + 1,
-                              list_url=step.list_url))
+                              list_url=step.list_url, inherited=step.inherited))
         return steps
 
     def _next_page(self, kind: Kind, step: Step, body: dict[str, Any]) -> str | None:
@@ -347,18 +370,73 @@ class ExportTraversal:
         return strip_query(step.url)
 
     def _accept(self, target: Target, kind_name: str, record: Any, rid: str | None, bindings: dict[str, str],
-                source: str) -> list[Step]:
-        """One record is in: write it if it was asked for, and start whatever hangs off it."""
+                source: str, *, inherited: bool = False) -> list[Step]:
+        """One record is in: write it if it was asked for (and, in subject scope, belongs to the subject),
+        and start whatever hangs off it."""
         kind = self.catalog.kinds[kind_name]
         rid = rid or record_id(kind, record)
-        result = self._results[target.resource_id]
+        match: str | None = None
+        if self.matcher is not None:
+            match = self.matcher.match(kind_name, record, inherited=inherited)
+            if match in ("identity", "parent"):
+                with self._lock:
+                    self._attributed.setdefault((target.resource_id, kind_name), set()).add(rid)
+            if kind.inherit and match in (None, "mention") and kind_name in self.requested:
+                # whether its parent (say, the run of a metric) is the subject's is known only at the end
+                with self._lock:
+                    self._deferred.append({"target": target.resource_id, "kind": kind_name, "id": rid,
+                                           "source": strip_query(source), "record": record, "match": match})
+                return self._children(target, kind_name, record, bindings, inherited=False)
         if kind_name in self.requested:
-            data, scrubbed = scrub_secrets(record, self._secret_names)
-            self._writers[(target.resource_id, kind_name)].write(
-                {"kind": kind_name, "id": rid, "source": strip_query(source), "data": data})
-            with self._lock:
-                result.counts[kind_name] = result.counts.get(kind_name, 0) + 1
-                result.secrets_scrubbed += scrubbed
+            self._count_match(target, kind_name, match)
+            if self.matcher is None or match:
+                self._write(target, kind_name, rid, source, record, match)
+        return self._children(target, kind_name, record, bindings, inherited=match in ("identity", "parent"))
+
+    def _count_match(self, target: Target, kind_name: str, match: str | None) -> None:
+        if self.matcher is None:
+            return
+        result = self._results[target.resource_id]
+        with self._lock:
+            tally = result.matches.setdefault(kind_name, {"scanned": 0, "identity": 0, "parent": 0, "mention": 0})
+            tally["scanned"] += 1
+            if match:
+                tally[match] += 1
+
+    def _write(self, target: Target, kind_name: str, rid: str, source: str, record: Any, match: str | None) -> None:
+        with self._lock:
+            written = self._written.setdefault((target.resource_id, kind_name), set())
+            if self.matcher is not None:
+                if rid in written:
+                    return
+                written.add(rid)
+        result = self._results[target.resource_id]
+        data, scrubbed = scrub_secrets(record, self._secret_names)
+        line: dict[str, Any] = {"kind": kind_name, "id": rid, "source": strip_query(source), "data": data}
+        if match:
+            line["matchedBy"] = match
+        self._writers[(target.resource_id, kind_name)].write(line)
+        with self._lock:
+            result.counts[kind_name] = result.counts.get(kind_name, 0) + 1
+            result.secrets_scrubbed += scrubbed
+
+    def _resolve_deferred(self) -> None:
+        by_id = {t.resource_id: t for t in self.request.targets}
+        for entry in self._deferred:
+            kind = self.catalog.kinds[entry["kind"]]
+            assert kind.inherit
+            parents = self._attributed.get((entry["target"], kind.inherit.kind), set())
+            record = entry["record"]
+            parent = record.get(kind.inherit.field) if isinstance(record, dict) else None
+            match = "parent" if isinstance(parent, (str, int)) and str(parent) in parents else entry["match"]
+            target = by_id[entry["target"]]
+            self._count_match(target, entry["kind"], match)
+            if match and self._results[entry["target"]].ok:
+                self._write(target, entry["kind"], entry["id"], entry["source"], record, match)
+        self._deferred = []
+
+    def _children(self, target: Target, kind_name: str, record: Any, bindings: dict[str, str], *,
+                  inherited: bool) -> list[Step]:
         steps: list[Step] = []
         for child_name in self.catalog.children(kind_name):
             if child_name not in self.needed:
@@ -375,19 +453,30 @@ class ExportTraversal:
                 child_bindings = {**bindings, **{k: str(v) for k, v in values.items()}}
                 url = url_for(self.catalog, self.endpoints, child, child.list, target, child_bindings)
                 steps.append(Step(target, child_name, "list", url, tuple(sorted(child_bindings.items())),
-                                  list_url=url))
+                                  list_url=url, inherited=inherited))
             elif src.ids and child.item:
                 for child_id in scalar_ids(record, src.ids):
-                    if self._first_sight(target, child_name, child_id):
+                    if self._first_sight(target, child_name, child_id, inherited=inherited):
                         url = url_for(self.catalog, self.endpoints, child, child.item, target,
                                       {**bindings, "id": child_id})
-                        steps.append(Step(target, child_name, "item", url, tuple(sorted(bindings.items())), child_id))
+                        steps.append(Step(target, child_name, "item", url, tuple(sorted(bindings.items())), child_id,
+                                          inherited=inherited))
         return steps
 
     # -- bookkeeping -----------------------------------------------------------------------------
-    def _first_sight(self, target: Target, kind: str, rid: str) -> bool:
+    def _first_sight(self, target: Target, kind: str, rid: str, *, inherited: bool = False) -> bool:
+        """True the first time an id turns up. In subject scope, an item first reached from someone else's
+        record (not inherited) is reached again when one of the subject's records refers to it too (a module
+        shared by two people's pipelines), under the key ``+id``."""
         with self._lock:
             seen = self._seen.setdefault((target.resource_id, kind), set())
+            if self.matcher is not None and inherited:
+                key = f"+{rid}"
+                if key in seen:
+                    return False
+                seen.add(key)
+                if rid in seen:
+                    return True
             if rid in seen:
                 return False
             seen.add(rid)

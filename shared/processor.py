@@ -152,6 +152,7 @@ def run_export(request: DsrRequest, services: Services, started_at: str, *, chec
     counts = {t.target.resource_id: {k: t.counts.get(k, 0) for k in request.kinds} for t in succeeded}
     errors = [e.as_dict() for e in result.errors]
     completed_at = utc_now()
+    subject_matches = {t.target.resource_id: t.matches for t in succeeded} if request.scope == "subject" else None
     store.put_json(manifest, {
         "schemaVersion": "1",
         "requestId": request.requestId,
@@ -165,6 +166,7 @@ def run_export(request: DsrRequest, services: Services, started_at: str, *, chec
         "counts": counts,
         "skipped": {t.target.resource_id: t.skipped for t in result.targets if t.skipped},
         "secretsRedacted": sum(t.secrets_scrubbed for t in result.targets),
+        **({"scope": "subject", "subjectMatches": subject_matches} if subject_matches is not None else {}),
         "calls": result.calls,
     })
     log.info("export written", extra={"files": len(result.files), "calls": result.calls,
@@ -176,4 +178,5 @@ def run_export(request: DsrRequest, services: Services, started_at: str, *, chec
         "errors": errors,
         "startedAt": started_at,
         "completedAt": completed_at,
+        **({"scope": "subject", "subjectMatches": subject_matches} if subject_matches is not None else {}),
     })

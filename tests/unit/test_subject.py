@@ -1,0 +1,59 @@
+"""Attribution, inheritance and mention matching of subject-scoped requests (pure)."""
+
+from __future__ import annotations
+
+from shared.catalog import load_catalog
+from shared.contract import Subject
+from shared.subject import SubjectMatcher
+
+JANE = Subject(objectId="aaaaaaaa-0000-0000-0000-000000000001", upn="jane.doe@contoso.com")
+OTHER = "aaaaaaaa-0000-0000-0000-000000000007"
+
+
+def matcher() -> SubjectMatcher:
+    return SubjectMatcher(JANE, load_catalog())
+
+
+def test_identity_fields_name_the_subject_by_guid_or_upn_case_insensitively():
+    m = matcher()
+    assert m.match("models", {"createdBy": {"userObjectId": JANE.objectId.upper()}}, inherited=False) == "identity"
+    assert m.match("runs", {"userId": JANE.objectId}, inherited=False) == "identity"
+    assert m.match("workspace", {"systemData": {"createdBy": "Jane.Doe@Contoso.com"}}, inherited=False) == "identity"
+    compute = {"properties": {"properties": {"createdBy": {"userId": JANE.objectId}}}}
+    assert m.match("computes", compute, inherited=False) == "identity"
+
+
+def test_a_display_name_never_attributes():
+    m = matcher()
+    assert m.match("models", {"createdBy": {"userObjectId": OTHER, "userName": "Jane Doe"}}, inherited=False) is None
+
+
+def test_another_persons_record_is_not_attributed_even_when_inherited_is_false():
+    assert matcher().match("runs", {"createdBy": {"userObjectId": OTHER}, "userId": OTHER}, inherited=False) is None
+
+
+def test_children_of_an_attributed_record_inherit():
+    m = matcher()
+    assert m.match("artifacts", {"artifactId": "ExperimentRun/dcid.x/outputs/a"}, inherited=True) == "parent"
+    # identity outranks inheritance
+    assert m.match("pipelineExperiments", {"createdBy": {"userObjectId": JANE.objectId}}, inherited=True) == "identity"
+
+
+def test_mentions_are_whole_tokens_in_any_string():
+    m = matcher()
+    assert m.match("datastores", {"tags": {"contact": "ask jane.doe@contoso.com please"}}, inherited=False) == "mention"
+    assert m.match("tasks", {"recipients": ["JANE.DOE@contoso.com"]}, inherited=False) == "mention"
+    assert m.match("models", {"description": f"owner: {JANE.objectId}."}, inherited=False) == "mention"
+
+
+def test_a_guid_inside_a_longer_token_is_not_a_mention():
+    m = matcher()
+    for text in (f"x{JANE.objectId}y", f"{JANE.objectId}0", f"ab-{JANE.objectId}", "xjane.doe@contoso.com",
+                 "jane.doe@contoso.com.evil"):
+        assert m.match("models", {"description": text}, inherited=False) is None, text
+
+
+def test_a_subject_without_upn_matches_by_object_id_only():
+    m = SubjectMatcher(Subject(objectId=JANE.objectId), load_catalog())
+    assert m.match("models", {"createdBy": {"upn": "jane.doe@contoso.com"}}, inherited=False) is None
+    assert m.match("models", {"createdBy": {"userObjectId": JANE.objectId}}, inherited=False) == "identity"
