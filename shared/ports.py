@@ -53,3 +53,10 @@ class AuditLog(Protocol):
 
 class OutcomePublisher(Protocol):
     def publish(self, event: dict[str, Any]) -> None: ...
+
+
+class RequestSender(Protocol):
+    """Puts a request message (back) on the request queue: continuations and watchdog re-enqueues."""
+
+    def send_request(self, request: dict[str, Any], *, message_id: str, delay_seconds: float = 0.0,
+                     properties: dict[str, Any] | None = None) -> None: ...
