@@ -128,7 +128,7 @@ def list_records(aml: AzureML, kind: Kind, first_url: str) -> Iterator[Any]:
     page = 1
     while url:
         body = aml.get(url).body
-        if not isinstance(body, dict) or not isinstance(body.get("value", []), list):
+        if not isinstance(body, dict) or "value" not in body or not isinstance(body["value"] or [], list):
             raise BadResponseError("a list page is not a JSON object with a 'value' array")
         yield from body.get("value") or []
         url = next_page_url(kind, url, first_url, body, page)
@@ -330,7 +330,7 @@ class ExportTraversal:
 
     def _list_page(self, step: Step, body: Any) -> list[Step]:
         kind = self.catalog.kinds[step.kind]
-        if not isinstance(body, dict) or not isinstance(body.get("value", []), list):
+        if not isinstance(body, dict) or "value" not in body or not isinstance(body["value"] or [], list):
             self._error(step, "bad_response", "a list page is not a JSON object with a 'value' array")
             return []
         steps: list[Step] = []

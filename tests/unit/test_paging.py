@@ -1,0 +1,91 @@
+"""Paging rules: nextLink (opaque, through empty pages, our fixed query re-imposed) and continuation tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from shared.catalog import load_catalog
+from shared.errors import BadResponseError, NotFoundError
+from shared.export import list_records, next_page_url
+from shared.ports import ApiResponse
+
+
+class ScriptedAzureML:
+    """A fake of shared.ports.AzureML serving fixed pages by URL."""
+
+    def __init__(self, pages: dict[str, Any]) -> None:
+        self.pages = pages
+        self.calls: list[str] = []
+
+    def get(self, url: str) -> ApiResponse:
+        self.calls.append(url)
+        if url not in self.pages:
+            raise NotFoundError("no such page")
+        return ApiResponse(200, {}, self.pages[url])
+
+    def delete(self, url: str) -> ApiResponse:
+        raise AssertionError("paging never deletes")
+
+
+def test_next_link_is_followed_through_empty_pages_until_absent():
+    kind = load_catalog().kinds["models"]
+    first = "https://mms/api/ws/models?api-version=2019-11-01"
+    pages = {
+        first: {"value": [], "nextLink": "https://mms/api/ws/models?$skipToken=a&api-version=2019-11-01"},
+        "https://mms/api/ws/models?$skipToken=a&api-version=2019-11-01": {"value": [{"id": "m:1"}],
+                                                                            "nextLink": "https://mms/p3"},
+        "https://mms/p3?api-version=2019-11-01": {"value": [{"id": "m:2"}], "nextLink": None},
+    }
+    fake = ScriptedAzureML(pages)
+    assert [r["id"] for r in list_records(fake, kind, first)] == ["m:1", "m:2"]
+    assert len(fake.calls) == 3
+
+
+def test_a_next_link_that_drops_include_secret_gets_it_back():
+    kind = load_catalog().kinds["datastores"]
+    url = next_page_url(kind, "https://exp/ds?includeSecret=false", "https://exp/ds?includeSecret=false",
+                        {"value": [], "nextLink": "https://exp/ds?continuationToken=t2", "continuationToken": "t2"}, 1)
+    assert url is not None
+    query = parse_qs(urlsplit(url).query)
+    assert query["includeSecret"] == ["false"] and query["continuationToken"] == ["t2"]
+    # and a nextLink asking for secrets is overruled
+    url = next_page_url(kind, "u", "u", {"value": [], "nextLink": "https://exp/ds?includeSecret=true"}, 1)
+    assert parse_qs(urlsplit(url or "").query)["includeSecret"] == ["false"]
+
+
+def test_a_continuation_token_alone_is_sent_back_on_the_first_pages_url():
+    kind = load_catalog().kinds["runs"]
+    first = "https://exp/history/v1.0/ws/experiments/e1/runs"
+    url = next_page_url(kind, first, first, {"value": [{"runId": "r1"}], "continuationToken": "tok/+=",
+                                             "nextLink": None}, 1)
+    assert url is not None
+    query = parse_qs(urlsplit(url).query)
+    assert query["$continuationtoken"] == ["tok/+="] and query["continuationToken"] == ["tok/+="]
+    second = next_page_url(kind, url, first, {"value": [], "continuationToken": "tok2"}, 2)
+    assert parse_qs(urlsplit(second or "").query)["continuationToken"] == ["tok2"]
+
+
+def test_the_end_of_a_list():
+    kind = load_catalog().kinds["runs"]
+    for body in ({"value": []}, {"value": [], "nextLink": None, "continuationToken": None},
+                 {"value": [], "nextLink": "", "continuationToken": ""}):
+        assert next_page_url(kind, "u", "u", body, 1) is None
+
+
+def test_a_page_pointing_to_itself_is_a_coded_error_not_a_loop():
+    kind = load_catalog().kinds["models"]
+    first = "https://mms/api/ws/models?api-version=2019-11-01"
+    fake = ScriptedAzureML({first: {"value": [{"id": "m:1"}], "nextLink": first}})
+    with pytest.raises(BadResponseError) as caught:
+        list(list_records(fake, kind, first))
+    assert caught.value.code == "paging_loop"
+
+
+def test_a_page_without_a_value_array_is_a_bad_response():
+    kind = load_catalog().kinds["models"]
+    fake = ScriptedAzureML({"u": {"items": []}})
+    with pytest.raises(BadResponseError):
+        list(list_records(fake, kind, "u"))
