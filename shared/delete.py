@@ -202,6 +202,7 @@ class DeleteRun:
         self._audit([self._line(item, "DELETE", item.status, item.result)])
 
     def _verify_one(self, item: PlannedItem) -> None:
+        status: int | None
         try:
             response = self.aml.get(item.url)
             status, outcome = response.status, "still_present"

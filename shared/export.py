@@ -317,10 +317,10 @@ class ExportTraversal:
         if problem:
             self._fail_target(target, *problem)
             return []
-        for kind in self.request.kinds:
-            name = jsonl_name(self.request.requestId, target, kind)
-            self._writers[(target.resource_id, kind)] = JsonlWriter(
-                self.store.block_blob(name), name=name, kind=kind, workspace=target.resource_id)
+        for kind_name in self.request.kinds:
+            blob_name = jsonl_name(self.request.requestId, target, kind_name)
+            self._writers[(target.resource_id, kind_name)] = JsonlWriter(
+                self.store.block_blob(blob_name), name=blob_name, kind=kind_name, workspace=target.resource_id)
         steps = self._accept(target, "workspace", body, None, {}, self._workspace_step(target).url)
         for name, kind in self.catalog.kinds.items():
             if name in self.needed and kind.source is None and kind.list:

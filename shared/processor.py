@@ -74,19 +74,19 @@ def process(body: bytes | str, services: Services, *, budget_seconds: float | No
         try:
             claim = store.claim(request.requestId, request.model_dump(mode="json"))
         except RequestIdReused as exc:
-            rejection = RequestRejected([Violation(exc.code, "requestId", exc.message)],
-                                        request_id=request.requestId, operation=request.operation)
-            event = rejected_event(rejection, body, started_at=started_at)
+            reuse = RequestRejected([Violation(exc.code, "requestId", exc.message)],
+                                    request_id=request.requestId, operation=request.operation)
+            event = rejected_event(reuse, body, started_at=started_at)
             log.warning("request rejected", extra={"codes": [exc.code]})
             publish(event, services)
             return ProcessResult(event, request=request)
         if claim.kind == "final":
-            event = claim.outcome
-            assert event is not None
+            stored = claim.outcome
+            assert stored is not None
             log.info("request already finished: its outcome is published again",
-                     extra={"status": event["data"]["status"]})
-            publish(event, services)
-            return ProcessResult(event, replayed=True, request=request)
+                     extra={"status": stored["data"]["status"]})
+            publish(stored, services)
+            return ProcessResult(stored, replayed=True, request=request)
         started_at = claim.document.get("startedAt") or started_at
         if not claim.document.get("startedAt"):
             store.update(claim, startedAt=started_at)
@@ -102,25 +102,26 @@ def process(body: bytes | str, services: Services, *, budget_seconds: float | No
             def save(checkpoint: dict[str, Any]) -> None:
                 store.save_checkpoint(claim, checkpoint)
 
+            outcome: dict[str, Any] | None
             if request.operation == "export":
-                event = run_export(request, services, started_at, checkpoint=claim.checkpoint, save=save,
+                outcome = run_export(request, services, started_at, checkpoint=claim.checkpoint, save=save,
                                    should_stop=should_stop)
             else:
                 from shared.delete import run_delete
 
-                event = run_delete(request, services, started_at, checkpoint=claim.checkpoint, save=save)
+                outcome = run_delete(request, services, started_at, checkpoint=claim.checkpoint, save=save)
             if lease.lost.is_set():
                 raise LeaseLost("another worker took over this request; this worker stops")
-        if event is None:
+        if outcome is None:
             continuation = int(claim.document.get("continuations") or 0) + 1
             store.release(claim, claim.document.get("checkpoint"), continuation=continuation)
             log.info("time budget spent: checkpoint saved, continuation needed",
                      extra={"continuation": continuation})
             return ProcessResult(None, suspended=True, continuation=continuation, request=request)
-        store.finish(claim, event)
-        publish(event, services)
-        log.info("request finished", extra={"status": event["data"]["status"]})
-        return ProcessResult(event, request=request)
+        store.finish(claim, outcome)
+        publish(outcome, services)
+        log.info("request finished", extra={"status": outcome["data"]["status"]})
+        return ProcessResult(outcome, request=request)
 
 
 def publish(event: dict[str, Any], services: Services) -> None:

@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
+from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient, ContentSettings
 
 from shared.settings import Settings
 
@@ -53,7 +53,7 @@ class BlobBlockBlob:
         self._blob.stage_block(block_id, data, length=len(data))
 
     def commit(self, block_ids: list[str]) -> None:
-        self._blob.commit_block_list(block_ids, content_settings=_JSONL)
+        self._blob.commit_block_list([BlobBlock(block_id) for block_id in block_ids], content_settings=_JSONL)
 
     def digest(self) -> tuple[str, int]:
         sha = hashlib.sha256()
