@@ -56,6 +56,7 @@ class Kind(BaseModel):
     paging: Literal["nextLink", "continuationToken", "none"] = "none"
     tokenParams: tuple[str, ...] = ("$continuationtoken", "continuationToken")
     idField: str | None = None
+    idFallbacks: tuple[str, ...] = Field(default=("id", "name"), description="tried when idField is missing")
     fetchItem: bool = False
     source: Source | None = Field(default=None, alias="from")
     operations: tuple[Literal["export", "delete"], ...]

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urljoin
 
 from shared.bundle import FileEntry, JsonlWriter, jsonl_name, scrub_secrets
 from shared.catalog import Catalog, Kind, build_path, matches_where, scalar_ids, workspace_path
@@ -112,6 +113,7 @@ def next_page_url(kind: Kind, url: str, list_url: str, body: dict[str, Any], pag
     next_link = body.get("nextLink")
     token = body.get("continuationToken")
     if isinstance(next_link, str) and next_link:
+        next_link = urljoin(url, next_link)  # a relative nextLink is relative to the page that gave it
         nxt = with_query(next_link, kind.query, override=True) if kind.query else next_link
     elif isinstance(token, str) and token:
         nxt = with_query(list_url, {p: token for p in kind.tokenParams}, override=True)
@@ -146,10 +148,12 @@ def workspace_problem(target: Target, body: Any) -> tuple[str, str] | None:
 
 
 def record_id(kind: Kind, record: Any) -> str:
-    if kind.idField and isinstance(record, dict):
-        value = record.get(kind.idField)
-        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
-            return str(value)
+    """The record's id from the kind's id field (then its fallbacks); a content hash when it has none."""
+    if isinstance(record, dict):
+        for name in ((kind.idField,) if kind.idField else ()) + kind.idFallbacks:
+            value = record.get(name)
+            if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+                return str(value)
     digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:32]
     return f"sha256:{digest}"
 

@@ -89,3 +89,21 @@ def test_a_page_without_a_value_array_is_a_bad_response():
     fake = ScriptedAzureML({"u": {"items": []}})
     with pytest.raises(BadResponseError):
         list(list_records(fake, kind, "u"))
+
+
+def test_a_relative_next_link_is_resolved_against_its_page():
+    kind = load_catalog().kinds["models"]
+    url = next_page_url(kind, "https://mms/api/ws/models?api-version=2019-11-01", "x",
+                        {"value": [], "nextLink": "models?$skipToken=b"}, 1)
+    assert url == "https://mms/api/ws/models?$skipToken=b&api-version=2019-11-01"
+
+
+def test_ids_fall_back_when_the_id_field_is_missing():
+    from shared.export import record_id
+
+    kinds = load_catalog().kinds
+    assert record_id(kinds["tasks"], {"id": "t1"}) == "t1"
+    assert record_id(kinds["tasks"], {"taskId": "t2"}) == "t2"
+    assert record_id(kinds["models"], {"id": "m:1", "name": "m"}) == "m:1"
+    anonymous = record_id(kinds["tasks"], {"subject": "x"})
+    assert anonymous.startswith("sha256:") and anonymous == record_id(kinds["tasks"], {"subject": "x"})
