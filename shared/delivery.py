@@ -1,24 +1,28 @@
 """Settlement of one queue delivery: what the transport must do with a request message once it was handled.
 
 The trigger (``handlers/servicebus.py``) hands over the body and the delivery facts; ``process_delivery``
-runs the service layer and returns a ``Verdict``; a ``Settlement`` carries it out. Policy:
+runs the service layer within the time budget and returns a ``Verdict``; a ``Settlement`` carries it out.
 
-    valid request, final outcome      publish the outcome           complete
-    invalid request                   publish ``rejected``          complete   (it can never succeed)
-    permanent failure (PermanentError) publish ``failed``            complete
-    transient failure, deliveries left   publish nothing            redeliver
-    transient failure, last delivery     publish ``failed``          dead-letter
+    outcome (completed, partial, failed, rejected)   publish it                      complete
+    time budget spent (checkpoint saved)            send a continuation message     complete
+    another worker owns the request (busy/lost)     nothing (that worker goes on)   complete
+    permanent failure (PermanentError)              publish ``failed``              complete
+    transient failure, deliveries left              publish nothing                 redeliver
+    transient failure, last delivery                publish ``failed``              dead-letter
 
-A transient failure is an exception that is not a known permanent one (``RetryableError``, an azure-core
-``AzureError`` from storage or Service Bus, a configuration error, anything unexpected), or an outcome
-whose errors are all transient (every Azure ML call of a target gave up on 429/5xx/connection errors).
-Outcomes are held back until the verdict is known, so the ticket never hears ``failed`` for a delivery
-that Service Bus will retry.
+A transient failure is any other exception: ``RetryableError``, an azure-core ``AzureError`` (storage,
+Service Bus, identity), a configuration error, anything unexpected. The last delivery is
+``delivery_count >= DSR_MAX_DELIVERY_COUNT`` (keep it equal to the queue's ``maxDeliveryCount``); its
+``failed`` outcome is not recorded as the request's final state, so a replay from the dead-letter queue
+resumes from the last checkpoint. Outcomes are published after the verdict is known, so a failed publish
+is a transient failure of the delivery, not of the request. A request dropped as a duplicate whose owner
+then dies is picked up by the watchdog (``shared.watchdog.sweep``, run by ``handlers/timers.py``).
 
 ``AutoCompleteSettlement`` is the settlement of a trigger with ``autoCompleteMessages``: completing is
-returning normally, redelivering or dead-lettering is raising (the queue's ``maxDeliveryCount`` moves
-the message to the dead-letter queue). Explicit settlement (the ``azurefunctions-extensions-bindings-
-servicebus`` message actions) implements the same ``Settlement`` protocol without touching this policy.
+returning normally; redelivering and dead-lettering are raising (after ``maxDeliveryCount`` deliveries the
+queue moves the message to its dead-letter queue). Explicit settlement (the message actions of
+``azurefunctions-extensions-bindings-servicebus``) implements the same ``Settlement`` protocol without
+touching this policy.
 """
 
 from __future__ import annotations
@@ -32,28 +36,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from shared.errors import DsrError, PermanentError, RequestRejected, RetryableError
+from shared.dlq import REPLAY_COUNT
+from shared.errors import DsrError, PermanentError, RequestRejected
 from shared.logs import redact, request_context
 from shared.outcome import outcome_event, utc_now
-from shared.processor import Services, handle
+from shared.ports import RequestSender
+from shared.processor import Services, process
+from shared.state import LeaseLost, RequestBusy
 
 log = logging.getLogger("dsr.delivery")
 
 Action = Literal["complete", "redeliver", "dead_letter"]
 
-#: Error codes of an outcome that another delivery may cure. The class codes of the retryable branch of
-#: the taxonomy, plus the codes the HTTP adapter gives its ``RetryableError`` instances.
-TRANSIENT_CODES: frozenset[str] = frozenset({"connection_failed", "bad_json"})
-
-
-def _transient_codes() -> frozenset[str]:
-    codes = set(TRANSIENT_CODES)
-    stack: list[type[RetryableError]] = [RetryableError]
-    while stack:
-        cls = stack.pop()
-        codes.add(cls.code)
-        stack.extend(cls.__subclasses__())
-    return frozenset(codes)
+# Application properties of the messages the app puts on the request queue itself.
+CONTINUATION = "dsrContinuation"
+REQUEUE = "dsrRequeue"  # set by shared.watchdog
+ORIGIN_MESSAGE_ID = "dsrOriginMessageId"
 
 
 @dataclass(frozen=True)
@@ -111,46 +109,55 @@ class _HeldOutcomes:
         self.events.append(event)
 
 
-def process_delivery(body: bytes | str, delivery: Delivery, services: Services) -> Verdict:
-    """Run one delivered request message through the service layer and decide its settlement."""
+def process_delivery(body: bytes | str, delivery: Delivery, services: Services,
+                     requests: RequestSender | None = None) -> Verdict:
+    """Run one delivered request message through the service layer and decide its settlement.
+
+    Without a request queue to continue on, the request is processed to its end (no time budget).
+    """
     last = delivery.delivery_count >= services.settings.max_delivery_count
-    facts = {"messageId": delivery.message_id, "deliveryCount": delivery.delivery_count,
-             "lastDelivery": last, "replayCount": delivery.properties.get("dsr-replay-count")}
+    facts: dict[str, Any] = {"messageId": delivery.message_id, "deliveryCount": delivery.delivery_count, "lastDelivery": last,
+                             "enqueuedTime": delivery.enqueued_time.isoformat() if delivery.enqueued_time else None}
+    for name in (CONTINUATION, REQUEUE, REPLAY_COUNT):
+        if name in delivery.properties:
+            facts[name] = delivery.properties[name]
     log.info("message received", extra=facts)
     held = _HeldOutcomes()
+    budget = services.settings.time_budget_seconds if requests is not None else None
     try:
-        event = handle(body, dataclasses.replace(services, publishers=[held]))
+        result = process(body, dataclasses.replace(services, publishers=[held]), budget_seconds=budget)
+    except (RequestBusy, LeaseLost) as exc:
+        request_id, _ = request_identity(body)
+        with request_context(request_id):
+            log.info("another worker owns this request; this delivery is dropped as a duplicate",
+                     extra={**facts, "code": exc.code})
+        return Verdict("complete", code=exc.code, reason=exc.message)
     except Exception as exc:  # noqa: BLE001 - every failure is classified; the verdict decides about raising
         return _failure(exc, body, delivery, services, last)
-    data = event["data"]
-    if _is_transient_outcome(data):
-        codes = sorted({e.get("code") for e in data.get("errors", []) if isinstance(e, dict)} - {None})
-        with request_context(data["requestId"]):
-            if not last:
-                log.warning("transient failure; the message will be redelivered", extra={**facts, "codes": codes})
-                return Verdict("redeliver", code=codes[0] if codes else "transient_error",
-                               reason=f"transient failure ({', '.join(codes)}); redelivery requested")
-            log.error("transient failure on the last delivery; the message goes to the dead-letter queue",
-                      extra={**facts, "codes": codes, "status": data["status"]})
-            _publish_quietly(held.events, services)
-            return Verdict("dead_letter", outcome=event, code=codes[0] if codes else "transient_error",
-                           reason=f"transient failure on the last allowed delivery ({', '.join(codes)})")
+    if result.suspended:
+        assert requests is not None and result.request is not None
+        request_id = result.request.requestId
+        with request_context(request_id):
+            try:
+                requests.send_request(result.request.model_dump(mode="json"),
+                                      message_id=f"{request_id}:continuation:{result.continuation}",
+                                      properties={CONTINUATION: result.continuation,
+                                                  ORIGIN_MESSAGE_ID: delivery.message_id or ""})
+            except Exception as exc:  # noqa: BLE001 - without a continuation, redelivery resumes from the checkpoint
+                return _failure(exc, body, delivery, services, last)
+            log.info("time budget spent: continuation sent", extra={**facts, "continuation": result.continuation})
+        return Verdict("complete", code="continued", reason=f"continuation {result.continuation} sent")
     try:
         _publish(held.events, services)
     except Exception as exc:  # noqa: BLE001 - an outcome that cannot be published is a transient failure
-        return _failure(exc, body, delivery, services, last)
-    return Verdict("complete", outcome=event)
-
-
-def _is_transient_outcome(data: Mapping[str, Any]) -> bool:
-    """A failed or partial outcome whose every error another delivery may cure."""
-    if data.get("status") not in ("failed", "partially_completed"):
-        return False
-    errors = [e for e in data.get("errors") or [] if isinstance(e, dict)]
-    if not errors:
-        return False
-    transient = _transient_codes()
-    return all(e.get("retryable") is True or e.get("code") in transient for e in errors)
+        code, message, _ = describe_failure(exc)
+        with request_context(_event_request_id(held.events) or "unknown"):
+            if not last:
+                log.warning("the outcome could not be published; the message will be redelivered", extra={**facts, "code": code})
+                return Verdict("redeliver", code=code, reason=message)
+            log.error("the outcome could not be published on the last delivery", extra={**facts, "code": code})
+            return Verdict("dead_letter", code=code, reason=message)
+    return Verdict("complete", outcome=result.event)
 
 
 def _failure(exc: Exception, body: bytes | str, delivery: Delivery, services: Services, last: bool) -> Verdict:
@@ -184,7 +191,7 @@ def describe_failure(exc: BaseException) -> tuple[str, str, bool]:
 
 
 def is_azure_sdk_error(exc: BaseException) -> bool:
-    """An azure-core ``AzureError`` (storage, Service Bus, identity) without importing an SDK here."""
+    """An azure-core ``AzureError`` (storage, Service Bus, identity), recognised without importing an SDK here."""
     return any(cls.__name__ == "AzureError" and cls.__module__ == "azure.core.exceptions" for cls in type(exc).__mro__)
 
 
@@ -197,8 +204,7 @@ def request_identity(body: bytes | str) -> tuple[str, str | None]:
     except RequestRejected as rejection:
         if rejection.request_id:
             return rejection.request_id, rejection.operation
-        raw = body.encode("utf-8", "replace") if isinstance(body, str) else bytes(body)
-        return f"unreadable-{hashlib.sha256(raw).hexdigest()[:16]}", rejection.operation
+        return f"unreadable-{hashlib.sha256(_bytes(body)).hexdigest()[:16]}", rejection.operation
     return request.requestId, request.operation
 
 
@@ -210,6 +216,14 @@ def failed_event(request_id: str, operation: str | None, code: str, message: str
         "startedAt": now,
         "completedAt": now,
     })
+
+
+def _bytes(body: bytes | str) -> bytes:
+    return body.encode("utf-8") if isinstance(body, str) else bytes(body)
+
+
+def _event_request_id(events: list[dict[str, Any]]) -> str | None:
+    return events[0]["data"]["requestId"] if events else None
 
 
 def _publish(events: list[dict[str, Any]], services: Services) -> None:
@@ -228,47 +242,74 @@ def _publish_quietly(events: list[dict[str, Any]], services: Services) -> bool:
     return True
 
 
-class ProcessServices:
-    """The services of this worker process, built on first use (not at indexing) and reused."""
+# -- the process's runtime -------------------------------------------------------------------------------
 
-    def __init__(self, factory: Callable[[], Services] | None = None) -> None:
+@dataclass(frozen=True)
+class Runtime:
+    services: Services
+    requests: RequestSender | None
+
+
+class ProcessRuntime:
+    """The services of this worker process, built on the first message (not at indexing) and reused."""
+
+    def __init__(self, factory: Callable[[], Runtime] | None = None) -> None:
         self._factory = factory
         self._lock = threading.Lock()
-        self._services: Services | None = None
+        self._runtime: Runtime | None = None
 
-    def get(self) -> Services:
+    def get(self) -> Runtime:
         with self._lock:
-            if self._services is None:
+            if self._runtime is None:
                 from shared.logs import protect_existing_handlers
 
                 protect_existing_handlers()
-                self._services = (self._factory or _build)()
-            return self._services
+                self._runtime = (self._factory or build_runtime)()
+            return self._runtime
 
     def reset(self) -> None:
         with self._lock:
-            self._services = None
+            self._runtime = None
 
 
-def _build() -> Services:
+def build_runtime() -> Runtime:
     from shared.bootstrap import build_services
 
-    return build_services()
+    services = build_services()
+    settings = services.settings
+    if not settings.servicebus_namespace:
+        return Runtime(services, None)
+    from shared.adapters.identity import build_credential
+    from shared.adapters.servicebus import ServiceBusRequestQueue
+
+    return Runtime(services, ServiceBusRequestQueue(settings.servicebus_namespace, settings.request_queue,
+                                                    credential_factory=lambda: build_credential(settings)))
 
 
-PROCESS_SERVICES = ProcessServices()
+PROCESS_RUNTIME = ProcessRuntime()
 
 
 def handle_delivery(body: bytes | str, delivery: Delivery, settlement: Settlement = AUTO_COMPLETE) -> Verdict:
-    """The trigger's one call: process with this process's services, then settle."""
+    """The trigger's one call: process with this process's runtime, then settle."""
     try:
-        services = PROCESS_SERVICES.get()
+        runtime = PROCESS_RUNTIME.get()
     except Exception as exc:  # noqa: BLE001 - without services nothing can be published; redeliver
         code, message, _ = describe_failure(exc)
         log.error("the app could not start; the message will be redelivered",
                   extra={"messageId": delivery.message_id, "deliveryCount": delivery.delivery_count, "code": code})
         verdict = Verdict("redeliver", code=code, reason=message)
     else:
-        verdict = process_delivery(body, delivery, services)
+        verdict = process_delivery(body, delivery, runtime.services, runtime.requests)
     settlement.settle(verdict)
     return verdict
+
+
+def run_watchdog() -> dict[str, int]:
+    """The timer's one call: ``shared.watchdog.sweep`` with this process's request queue."""
+    from shared.watchdog import sweep
+
+    runtime = PROCESS_RUNTIME.get()
+    if runtime.requests is None:
+        log.warning("the watchdog needs ServiceBusConnection__fullyQualifiedNamespace; nothing was re-enqueued")
+        return {"requeued": 0, "failed": 0}
+    return sweep(runtime.services, runtime.requests)

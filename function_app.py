@@ -1,0 +1,14 @@
+"""The Azure Functions app (Python v2 programming model): registers the blueprints of ``handlers/``.
+
+Nothing else happens at import: the worker indexes this module, so SDK clients and settings are built on
+the first invocation (``shared.delivery.PROCESS_RUNTIME``), once per process.
+"""
+
+import azure.functions as func
+
+from handlers.servicebus import bp as servicebus_triggers
+from handlers.timers import bp as timer_triggers
+
+app = func.FunctionApp()
+app.register_functions(servicebus_triggers)
+app.register_functions(timer_triggers)
