@@ -140,7 +140,7 @@ def process_delivery(body: bytes | str, delivery: Delivery, services: Services,
         with request_context(request_id):
             try:
                 requests.send_request(result.request.model_dump(mode="json"),
-                                      message_id=f"{request_id}:continuation:{result.continuation}",
+                                      message_id=f"{request_id}:cont:{result.continuation}",
                                       properties={CONTINUATION: result.continuation,
                                                   ORIGIN_MESSAGE_ID: delivery.message_id or ""})
             except Exception as exc:  # noqa: BLE001 - without a continuation, redelivery resumes from the checkpoint

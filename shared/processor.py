@@ -16,13 +16,13 @@ from typing import Any
 from shared.bundle import bundle_prefix, manifest_name
 from shared.catalog import Catalog
 from shared.contract import DsrRequest, parse_request
-from shared.errors import RequestRejected, Violation
+from shared.errors import RequestRejected, RetryableError, Violation
 from shared.export import Endpoints, ExportTraversal
 from shared.logs import request_context
 from shared.outcome import outcome_event, rejected_event, status_of, utc_now
 from shared.ports import AuditLog, AzureML, BundleStore, OutcomePublisher
 from shared.settings import Settings
-from shared.state import LeaseKeeper, LeaseLost, RequestIdReused, StateStore
+from shared.state import Claim, LeaseKeeper, LeaseLost, RequestIdReused, StateStore
 
 log = logging.getLogger("dsr.processor")
 
@@ -94,24 +94,11 @@ def process(body: bytes | str, services: Services, *, budget_seconds: float | No
                                             "kinds": list(request.kinds), "attempt": claim.document.get("attempts"),
                                             "resumed": claim.checkpoint is not None})
         clock = time.monotonic()
-        with LeaseKeeper(store, claim) as lease:
-            def should_stop() -> bool:
-                over_budget = budget_seconds is not None and time.monotonic() - clock >= budget_seconds
-                return lease.lost.is_set() or over_budget
-
-            def save(checkpoint: dict[str, Any]) -> None:
-                store.save_checkpoint(claim, checkpoint)
-
-            outcome: dict[str, Any] | None
-            if request.operation == "export":
-                outcome = run_export(request, services, started_at, checkpoint=claim.checkpoint, save=save,
-                                   should_stop=should_stop)
-            else:
-                from shared.delete import run_delete
-
-                outcome = run_delete(request, services, started_at, checkpoint=claim.checkpoint, save=save)
-            if lease.lost.is_set():
-                raise LeaseLost("another worker took over this request; this worker stops")
+        try:
+            outcome = _run_owned(request, services, store, claim, started_at, budget_seconds, clock)
+        except BaseException:
+            store.abandon(claim)
+            raise
         if outcome is None:
             continuation = int(claim.document.get("continuations") or 0) + 1
             store.release(claim, claim.document.get("checkpoint"), continuation=continuation)
@@ -122,6 +109,38 @@ def process(body: bytes | str, services: Services, *, budget_seconds: float | No
         publish(outcome, services)
         log.info("request finished", extra={"status": outcome["data"]["status"]})
         return ProcessResult(outcome, request=request)
+
+
+TRANSIENT_CODES = frozenset({"transient_error", "throttled", "connection_failed", "bad_json"})
+
+
+def _run_owned(request: DsrRequest, services: Services, store: StateStore, claim: Claim, started_at: str,
+               budget_seconds: float | None, clock: float) -> dict[str, Any] | None:
+    with LeaseKeeper(store, claim) as lease:
+
+        def should_stop() -> bool:
+            over_budget = budget_seconds is not None and time.monotonic() - clock >= budget_seconds
+            return lease.lost.is_set() or over_budget
+
+        def save(checkpoint: dict[str, Any]) -> None:
+            store.save_checkpoint(claim, checkpoint)
+
+        outcome: dict[str, Any] | None
+        if request.operation == "export":
+            outcome = run_export(request, services, started_at, checkpoint=claim.checkpoint, save=save,
+                               should_stop=should_stop)
+        else:
+            from shared.delete import run_delete
+
+            outcome = run_delete(request, services, started_at, checkpoint=claim.checkpoint, save=save)
+        if lease.lost.is_set():
+            raise LeaseLost("another worker took over this request; this worker stops")
+    if outcome is not None and outcome["data"]["status"] == "failed" and outcome["data"]["errors"] and all(
+            e["code"] in TRANSIENT_CODES for e in outcome["data"]["errors"]):
+        # Azure ML was unreachable for everything: not an answer to give the ticket, but a reason to try later
+        raise RetryableError("Azure ML did not answer (throttling, 5xx or connection failures after every retry)",
+                             code="azure_ml_unavailable")
+    return outcome
 
 
 def publish(event: dict[str, Any], services: Services) -> None:

@@ -100,13 +100,16 @@ class StateStore:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
 
     def claim(self, request_id: str, request_json: dict[str, Any]) -> Claim:
+        """Take the request, or say why not. Each claim has its own owner token, so two deliveries of one
+        request in the same process are told apart as well as two processes are."""
         fingerprint = request_fingerprint(request_json)
+        owner = f"{self.owner}:{uuid.uuid4().hex[:8]}"
         for _ in range(20):
             found = self.backend.read(request_id)
             now = self.clock()
             if found is None:
                 doc = {"requestId": request_id, "status": "in_progress", "operation": request_json.get("operation"),
-                       "fingerprint": fingerprint, "request": request_json, "attempts": 1, "owner": self.owner,
+                       "fingerprint": fingerprint, "request": request_json, "attempts": 1, "owner": owner,
                        "leaseUntil": now + self.lease_seconds, "createdAt": self._stamp(), "updatedAt": self._stamp(),
                        "startedAt": None, "checkpoint": None, "outcome": None, "continuations": 0, "requeues": 0}
                 try:
@@ -121,15 +124,15 @@ class StateStore:
             if doc.get("status") in FINAL:
                 return Claim("final", doc, etag)
             lease_until = float(doc.get("leaseUntil") or 0)
-            if doc.get("owner") not in (None, self.owner) and lease_until > now:
+            if doc.get("owner") is not None and lease_until > now:
                 raise RequestBusy(request_id, lease_until)
-            taken = {**doc, "status": "in_progress", "owner": self.owner, "leaseUntil": now + self.lease_seconds,
+            taken = {**doc, "status": "in_progress", "owner": owner, "leaseUntil": now + self.lease_seconds,
                      "attempts": int(doc.get("attempts") or 0) + 1, "updatedAt": self._stamp()}
             try:
                 new_etag = self.backend.replace(request_id, taken, etag)
             except StateConflict:
                 continue
-            if doc.get("owner") not in (None, self.owner):
+            if doc.get("owner") is not None:
                 log.info("took over a request whose lease had lapsed", extra={"attempts": taken["attempts"]})
             return Claim("owned", taken, new_etag)
         raise RetryableError("the request state kept changing under us", code="state_contention")
@@ -154,6 +157,13 @@ class StateStore:
     def release(self, claim: Claim, checkpoint: Any, *, continuation: int) -> None:
         """Stop working on it for now (time budget spent): the next worker may start at once."""
         self.update(claim, keep_lease=False, checkpoint=checkpoint, continuations=continuation, owner=None)
+
+    def abandon(self, claim: Claim) -> None:
+        """Give the request up after a failure, keeping its checkpoint: a redelivery may take it at once."""
+        try:
+            self.update(claim, keep_lease=False, owner=None)
+        except Exception as exc:  # noqa: BLE001 - the lease then simply lapses
+            log.warning("could not release the request after a failure", extra={"error": type(exc).__name__})
 
     def finish(self, claim: Claim, outcome: dict[str, Any]) -> None:
         self.update(claim, keep_lease=False, status=outcome["data"]["status"], outcome=outcome, checkpoint=None,

@@ -156,17 +156,28 @@ def test_an_outcome_queue_outage_is_redelivered_and_the_redelivery_republishes_t
     assert event["id"] == "TCK-2026-000123:completed"
 
 
-def test_a_failed_outcome_of_the_service_layer_is_final_and_completed(
+def test_azure_ml_unavailable_for_everything_is_redelivered_then_failed_on_the_last_delivery(
         app_env: dict[str, str], servicebus: FakeNamespace, emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # GIVEN every Azure ML call answers 503 and the HTTP layer tries once
     monkeypatch.setenv("DSR_MAX_ATTEMPTS", "1")
     emulator.configure(faults={"503": 1.0})
-    # WHEN the trigger runs an export
-    deliver(trigger_message(fixture_body("export-request.json"), delivery_count=1))
-    # THEN the service layer's failed outcome is published with per-target codes, and the message completed
+    body = fixture_body("export-request.json")
+    # WHEN the trigger runs an export on its first delivery
+    with pytest.raises(Exception) as first:
+        deliver(trigger_message(body, delivery_count=1))
+    # THEN nothing is told to the ticket yet: the message goes back to the queue for a later try
+    assert "azure_ml_unavailable" in str(first.value) or servicebus.events() == []
+    assert servicebus.events() == []
+    # AND on the last allowed delivery the ticket learns of it, while the message is dead-lettered
+    with pytest.raises(Exception):
+        deliver(trigger_message(body, delivery_count=10))
     (event,) = servicebus.events()
     assert event["data"]["status"] == "failed"
-    assert {e["code"] for e in event["data"]["errors"]} <= {"throttled", "transient_error"}
+    assert event["data"]["errors"][0]["code"] == "azure_ml_unavailable"
+    # AND once Azure ML answers again, a redelivery (or a replay) finishes the request
+    emulator.configure(faults={})
+    deliver(trigger_message(body, delivery_count=1))
+    assert [e["data"]["status"] for e in servicebus.events()] == ["failed", "completed"]
 
 
 def test_a_spent_time_budget_sends_a_continuation_that_finishes_the_request(
@@ -192,7 +203,7 @@ def test_a_spent_time_budget_sends_a_continuation_that_finishes_the_request(
     # THEN at least one continuation was needed, each with a derived id and its number recorded
     assert continuations
     for n, sent_message in enumerate(continuations, start=1):
-        assert sent_message.message_id == f"TCK-2026-000123:continuation:{n}"
+        assert sent_message.message_id == f"TCK-2026-000123:cont:{n}"
         assert sent_message.application_properties["dsrContinuation"] == n
         assert json.loads(b"".join(sent_message.body))["requestId"] == "TCK-2026-000123"
     assert continuations[0].application_properties["dsrOriginMessageId"] == "ticket-msg-1"
