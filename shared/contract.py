@@ -18,6 +18,7 @@ from shared.errors import RequestRejected, Violation
 SCHEMA_VERSION = "1"
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_DEPTH = 8
+MAX_VIOLATIONS = 20
 
 EXPORT_KINDS: tuple[str, ...] = (
     "workspace", "computes", "experiments", "runs", "metrics", "artifacts", "tasks", "datastores",
@@ -32,7 +33,13 @@ RESOURCE_GROUP = r"^[A-Za-z0-9._()-]*[A-Za-z0-9_()-]$"
 WORKSPACE = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 LOCATION = r"^[a-z][a-z0-9]{1,39}$"
 UPN = r"^[^@\s]{1,128}@[^@\s]{1,253}$"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0, DEL and C1 controls, the Unicode line/paragraph separators, and the bidi embedding/override/isolate
+# characters ("Trojan Source"): none belongs in an id, a name or a one-line free text, and each can
+# forge or hide content in a log line or a ticket. (RLM/LRM marks stay allowed: RTL names use them.)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Lone surrogates: a JSON "\ud800" escape decodes to one, and no UTF-8 writer (log, blob, stdout) can encode it.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+MAX_FIELD_NAME_IN_ERROR = 64
 
 _Strict = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -165,13 +172,18 @@ _FIELD_RULES: dict[str, str] = {
 }
 
 
+def _short_name(name: str) -> str:
+    """A field name as echoed in an error: an attacker's 60 KiB key must not come back in full."""
+    return name if len(name) <= MAX_FIELD_NAME_IN_ERROR else name[:MAX_FIELD_NAME_IN_ERROR] + "..."
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
     path = ""
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
-            path += ("." if path else "") + str(part)
+            path += ("." if path else "") + _short_name(str(part))
     return path
 
 
@@ -186,6 +198,8 @@ def _violations(error: ValidationError) -> list[Violation]:
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
         field = _field_path(loc) or "(message)"
         code, text = _PYDANTIC_CODES.get(etype, ("invalid_value", "is not valid"))
+        if etype == "literal_error" and not isinstance(err.get("input"), str):
+            code, text = "wrong_type", "must be a string"  # 1 for "1" is a wrong type, not a wrong value
         rule = _FIELD_RULES.get(str(loc[-1]) if loc else "", "")
         message = f"{field} {text}" + (f"; expected {rule}" if rule and code not in ("missing_field", "unknown_field") else "")
         out.append(Violation(code, field, message))
@@ -220,18 +234,34 @@ def _depth(value: Any, limit: int) -> bool:
     return False
 
 
-def _control_chars(value: Any, path: str = "") -> str | None:
-    stack: list[tuple[Any, str]] = [(value, path)]
+def _bad_text(text: str) -> str | None:
+    if _SURROGATE.search(text):
+        return "invalid_encoding"
+    if _CONTROL.search(text):
+        return "control_character"
+    return None
+
+
+def _bad_characters(value: Any) -> tuple[str, str] | None:
+    """(code, field) of the first string or key holding a control character or a lone surrogate.
+
+    A bad key is reported at its parent, so no field path ever carries one back into an event or a log.
+    """
+    stack: list[tuple[Any, str]] = [(value, "")]
     while stack:
         item, where = stack.pop()
         if isinstance(item, str):
-            if _CONTROL.search(item):
-                return where or "(message)"
+            code = _bad_text(item)
+            if code:
+                return code, where or "(message)"
         elif isinstance(item, dict):
+            for key in item:
+                code = _bad_text(key)
+                if code:
+                    return code, where or "(message)"
             for key, child in item.items():
-                if _CONTROL.search(key):
-                    return where or "(message)"
-                stack.append((child, f"{where}.{key}" if where else key))
+                name = _short_name(key)
+                stack.append((child, f"{where}.{name}" if where else name))
         elif isinstance(item, list):
             stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
     return None
@@ -252,7 +282,13 @@ def _no_constants(name: str) -> Any:
 
 def decode_json(body: bytes | str) -> Any:
     """Bytes -> JSON value with the input-boundary checks that precede any field rule."""
-    raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    if isinstance(body, str):
+        try:
+            raw = body.encode("utf-8")
+        except UnicodeEncodeError:  # a str holding lone surrogates has no UTF-8 form
+            raise _reject("invalid_encoding", "(message)", "the message is not valid Unicode text") from None
+    else:
+        raw = bytes(body)
     if len(raw) > MAX_MESSAGE_BYTES:
         raise _reject("too_large", "(message)", f"the message is {len(raw)} bytes; at most {MAX_MESSAGE_BYTES} are accepted")
     try:
@@ -301,9 +337,11 @@ def parse_request(body: bytes | str) -> DsrRequest:
     if _depth(value, MAX_DEPTH):
         raise _reject("too_deep", "(message)", f"the message nests deeper than {MAX_DEPTH} levels")
     request, _envelope = unwrap_envelope(value)
-    where = _control_chars(request)
-    if where is not None:
-        raise _reject("control_character", where, f"{where} contains a control character", request)
+    bad = _bad_characters(request)
+    if bad is not None:
+        code, where = bad
+        what = "a control character" if code == "control_character" else "an unpaired surrogate (not valid Unicode)"
+        raise _reject(code, where, f"{where} contains {what}", request)
     if isinstance(request, dict) and "schemaVersion" in request and request["schemaVersion"] != SCHEMA_VERSION:
         if isinstance(request["schemaVersion"], str):
             raise _reject("unsupported_schema_version", "schemaVersion",
@@ -313,4 +351,9 @@ def parse_request(body: bytes | str) -> DsrRequest:
     except ValidationError as exc:
         rid, op = _salvage(request)
         violations = _violations(exc)
+        if len(violations) > MAX_VIOLATIONS:
+            # 5,000 unknown fields fit in 64 KiB; their rejection must still fit in one outcome message
+            rest = len(violations) - MAX_VIOLATIONS
+            violations = [*violations[:MAX_VIOLATIONS],
+                          Violation("too_many_errors", "(message)", f"{rest} more violations are not listed")]
         raise RequestRejected(violations, request_id=rid, operation=op) from None

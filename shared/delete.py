@@ -17,7 +17,7 @@ from typing import Any
 
 from shared.catalog import Catalog
 from shared.contract import DsrRequest, Target
-from shared.errors import AzureMLError, NotFoundError, parse_retry_after
+from shared.errors import AzureMLError, NotFoundError, PermanentError, parse_retry_after
 from shared.export import Endpoints, list_records, record_id, url_for, workspace_problem
 from shared.outcome import outcome_event, utc_now
 from shared.ports import ApiResponse, AuditLog, AzureML
@@ -109,8 +109,11 @@ class Poller:
                 if location and not async_url:
                     return "deleted"
                 last = None  # the status could not be read: not a failure of the operation
+            except PermanentError as exc:  # an untrusted URL, forbidden, a bad response: asking again changes nothing
+                log.warning("status poll stopped", extra={"code": exc.code})
+                return "unknown"
             except AzureMLError:
-                last = None
+                last = None  # the status could not be read: not a failure of the operation
         return "unknown"
 
 

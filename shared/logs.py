@@ -1,7 +1,9 @@
 """Logs as JSON lines with the requestId on every line, and redaction done by the logging layer itself.
 
-A filter on every handler masks bearer tokens, JWTs, SAS signatures, account keys and query secrets,
-whatever code wrote them. Code logs counts, ids and codes; never response bodies (personal data).
+A filter on every handler masks Authorization headers, bearer tokens, JWTs, SAS signatures, account keys,
+query secrets, credential-named fields (JSON, reprs, headers, settings) and e-mail addresses (UPNs), in the
+message, in every ``extra`` value and in traceback text, whatever code or library wrote them. That is the
+second line: code logs counts, ids and codes, never response bodies (personal data) or request subjects.
 """
 
 from __future__ import annotations
@@ -17,16 +19,29 @@ from typing import Any
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("dsr_request_id", default=None)
 
+# Names whose value is a credential wherever they appear: JSON ("k": "v", also escaped inside another JSON
+# string, or a Python repr 'k': 'v'), headers (k: v) and settings or query strings (k=v).
+_SECRET_NAMES = (r"access_token|refresh_token|id_token|client_secret|clientsecret|client_assertion|"  # noqa: S105
+                 r"accountkey|account_key|sastoken|sas_token|credential|password|passwd|"
+                 r"x-identity-header|identity_header|identity-header|msi_secret|secret")
+
 _PATTERNS = [
+    # an Authorization header of any scheme (Bearer, Basic, SharedKey, ...), quoted or not
+    (re.compile(r"(?i)(\bauthorization\\?[\"']?\s*[:=]\s*\\?[\"']?)(?:[A-Za-z-]+\s+)?[^\s\"',;}\\]+"),
+     r"\1[REDACTED]"),
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1[REDACTED]"),
     (re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), "[REDACTED-JWT]"),
     (re.compile(r"(?i)((?:sig|se|skoid|sktid|skt|ske|sks|skv|code|client_secret|access_token|refresh_token|"
                 r"\$?skiptoken|\$?continuationtoken|token)=)[^&\s\"']+"), r"\1[REDACTED]"),
     (re.compile(r"(?i)((?:AccountKey|SharedAccessKey|SharedAccessSignature|Password|ClientSecret)=)[^;\s\"']+"),
      r"\1[REDACTED]"),
-    (re.compile(r"(?i)(\"(?:access_token|accountKey|credential|clientSecret|password|sasToken|"
-                r"x-identity-header|authorization)\"\s*:\s*\")[^\"]*"), r"\1[REDACTED]"),
-    (re.compile(r"(?i)(x-identity-header[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"), r"\1[REDACTED]"),
+    # "name": "value" in JSON, \"name\": \"value\" in JSON inside a JSON string, 'name': 'value' in a repr
+    (re.compile(rf"(?i)(\\?[\"'](?:{_SECRET_NAMES}|authorization)\\?[\"']\s*:\s*\\?[\"'])[^\"'\\]*"), r"\1[REDACTED]"),
+    # name: value / name=value outside quotes (headers, settings, environment dumps)
+    (re.compile(rf"(?i)((?<![\w-])(?:{_SECRET_NAMES})\s*[:=]\s*)(?![\"'\\\[])[^\s\"',;&}}\\]+"), r"\1[REDACTED]"),
+    # a user principal name (an e-mail address): personal data, never needed in a log line
+    (re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])"),
+     "[REDACTED-UPN]"),
 ]
 
 _RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
@@ -51,15 +66,40 @@ def current_request_id() -> str | None:
     return _request_id.get()
 
 
+def _redact_value(value: Any, depth: int = 0) -> Any:
+    """Strings anywhere inside an ``extra`` value (a list of URLs, a dict of headers) are redacted too."""
+    if isinstance(value, str):
+        return redact(value)
+    if depth > 8:
+        return value
+    if isinstance(value, dict):
+        return {k: _redact_value(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_redact_value(v, depth + 1) for v in value]
+    return value
+
+
 class RedactingFilter(logging.Filter):
+    """Redacts the message, every ``extra`` field and any traceback text before a handler formats them."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:
-            record.msg = record.getMessage()
+            try:
+                record.msg = record.getMessage()
+            except Exception:  # noqa: BLE001 - a bad format string must not lose the line or crash
+                record.msg = f"{record.msg} {record.args!r}"
             record.args = None
         record.msg = redact(str(record.msg))
         for key, value in list(vars(record).items()):
-            if key not in _RESERVED and isinstance(value, str):
-                setattr(record, key, redact(value))
+            if key not in _RESERVED:
+                setattr(record, key, _redact_value(value))
+        if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+            # handlers we do not own print tracebacks; an exception's text can carry a URL with a SAS
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         if not hasattr(record, "requestId"):
             record.requestId = _request_id.get()
         return True
@@ -82,7 +122,7 @@ class JsonLineFormatter(logging.Formatter):
         return redact(json.dumps(entry, default=str, ensure_ascii=False))
 
 
-JsonLineFormatter.converter = __import__("time").gmtime  # type: ignore[assignment]
+JsonLineFormatter.converter = __import__("time").gmtime  # the "Z" in the time field means UTC
 
 
 def configure_logging(level: str = "INFO", stream: Any = None) -> logging.Handler:

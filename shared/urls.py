@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
 from shared.errors import UntrustedUrlError
 from shared.settings import is_loopback_host
 
 _REGION = "[a-z][a-z0-9]{1,39}"
+_UNSAFE_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
+
+
+def _port(scheme: str, port: int | None) -> int:
+    """The port a client connects to (an explicit :0 is not the default port)."""
+    if port is not None:
+        return port
+    return 443 if scheme == "https" else 80
 
 
 class UrlPolicy:
@@ -23,19 +31,24 @@ class UrlPolicy:
         for template in templates.values():
             parts = urlsplit(template.replace("{location}", "region-placeholder"))
             host = re.escape((parts.hostname or "").lower()).replace("region\\-placeholder", _REGION)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
+            port = _port(parts.scheme, parts.port)
             self._patterns.append(re.compile(rf"{parts.scheme}://{host}:{port}"))
 
     def check(self, url: str) -> str:
+        if not isinstance(url, str) or not url.isascii() or _UNSAFE_CHARS.search(url):
+            # urlsplit drops tabs and newlines and lowercases non-ASCII look-alikes (the Kelvin sign K is
+            # "k"), while the HTTP client may read the same text differently: refuse what the two could
+            # disagree on. Our URLs are percent-encoded ASCII; Azure's nextLinks and Locations are too.
+            raise UntrustedUrlError("refused a URL with whitespace, control or non-ASCII characters")
         try:
             parts = urlsplit(url)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
+            port = _port(parts.scheme, parts.port)
         except ValueError:
             raise UntrustedUrlError("a URL could not be parsed; it was not called") from None
         host = (parts.hostname or "").lower()
         if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback_host(host)):
             raise UntrustedUrlError(f"refused a {parts.scheme or 'relative'} URL: only https (or http on loopback) is called")
-        if parts.username or parts.password:
+        if "@" in parts.netloc:  # even an empty user info: the host must be the only thing before the path
             raise UntrustedUrlError("refused a URL with credentials in it")
         origin = f"{parts.scheme}://{host}:{port}"
         if not any(p.fullmatch(origin) for p in self._patterns):
@@ -49,22 +62,37 @@ def strip_query(url: str) -> str:
 
 
 def with_query(url: str, params: Mapping[str, str], *, override: bool = False) -> str:
-    """Add query parameters; an existing parameter is kept unless ``override``."""
+    """Add query parameters; an existing parameter is kept unless ``override``. The other parts of the
+    query are kept byte for byte: a nextLink is opaque, and re-encoding it could change a token."""
+    if not params:
+        return url
     parts = urlsplit(url)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    present = {k.lower() for k, _ in pairs}
+    raw = [p for p in parts.query.split("&") if p] if parts.query else []
+    names = {n.lower() for n in params}
+
+    def name_of(part: str) -> str:
+        return unquote_plus(part.split("=", 1)[0]).lower()
+
     if override:
-        names = {n.lower() for n in params}
-        pairs = [(k, v) for k, v in pairs if k.lower() not in names]
-        present -= names
-    pairs += [(k, v) for k, v in params.items() if k.lower() not in present]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(pairs, safe="$:"), parts.fragment))
+        raw = [p for p in raw if name_of(p) not in names]
+    present = {name_of(p) for p in raw}
+    raw += [f"{quote(k, safe='$')}={quote(v, safe='')}" for k, v in params.items() if k.lower() not in present]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join(raw), parts.fragment))
+
+
+_KEEP_VALUES = frozenset({"api-version", "includesecret", "forcetopurge"})
 
 
 def redact_url(url: str) -> str:
-    """A URL fit for a log or an audit line: the path, and the query's names without their values."""
-    parts = urlsplit(url)
-    names = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
-    keep = {"api-version", "includesecret", "forcetopurge"}
-    query = "&".join(k if k.lower() not in keep else f"{k}={dict(parse_qsl(parts.query))[k]}" for k in names)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+    """A URL fit for a log or an audit line: no user info, the path, and the query's names without their
+    values (except a few harmless switches), no fragment. Never raises: a log line must not crash."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except (ValueError, TypeError, AttributeError):
+        return "(unparsable URL)"
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port is not None else "")
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = "&".join(f"{k}={v}" if k.lower() in _KEEP_VALUES else k for k, v in pairs)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

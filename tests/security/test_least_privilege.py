@@ -1,0 +1,83 @@
+"""Least privilege and bundles: export needs only reads; a delete without delete rights is a coded failure per
+item, not a crash; bundles sit in private containers and the outcome names blobs, never a URL or a SAS.
+
+The identity's rights are simulated by a reverse proxy in front of the workspace emulator that answers what
+Azure answers an identity holding only Reader: 403 AuthorizationFailed to every DELETE.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from shared.processor import handle
+from tests.conftest import DEMO_TARGET, blob_container
+from tests.security.loopback import Reply, Seen
+
+pytestmark = pytest.mark.integration
+
+
+def reader_only(seen: Seen) -> Reply | None:
+    if seen.method in ("DELETE", "PUT", "PATCH", "POST"):
+        return Reply(403, {}, {"error": {"code": "AuthorizationFailed", "message": "The client 'x' with object id "
+                                         "'y' does not have authorization to perform action "
+                                         "'Microsoft.MachineLearningServices/workspaces/models/delete'"}})
+    return None
+
+
+def _services(publisher: Any) -> Any:
+    from shared.bootstrap import build_services
+    from shared.settings import load_settings
+
+    return build_services(load_settings(), publishers=[publisher])
+
+
+def test_an_export_needs_only_read_rights(proxy, emulator, dsr_env, make_request, publisher):
+    # GIVEN an identity that may only read
+    proxy.intercept = reader_only
+    # WHEN a full export runs
+    event = handle(json.dumps(make_request()), _services(publisher))
+    # THEN it completes, and it never asked for anything but GET
+    assert event["data"]["status"] == "completed", event["data"]["errors"]
+    assert {s.method for s in proxy.seen} == {"GET"}
+
+
+def test_a_delete_without_delete_rights_fails_per_item_with_a_code(proxy, emulator, dsr_env, make_request, publisher):
+    # GIVEN an identity that may only read, and a workspace with deletable items
+    proxy.intercept = reader_only
+    before = emulator.expected_ids()
+    # WHEN a delete (with a confirmed workspace purge) runs
+    body = make_request(operation="delete", deleteWorkspace=True, confirmWorkspace=DEMO_TARGET["workspace"])
+    event = handle(json.dumps(body), _services(publisher))
+    # THEN nothing is gone, the outcome is a coded failure, and each item names its own `forbidden` error
+    assert event["type"] == "aml.dsr.delete.failed"
+    planned = sum(len(before[k]) for k in ("models", "assets", "images", "services"))
+    forbidden = [e for e in event["data"]["errors"] if e["code"] == "forbidden"]
+    assert len(forbidden) == planned and all(e.get("id") and e["kind"] for e in forbidden)
+    assert "workspace_delete_skipped" in {e["code"] for e in event["data"]["errors"]}  # no purge after failures
+    assert emulator.expected_ids() == before
+    assert all(item["result"] == "failed" for item in event["data"]["items"])
+
+
+def test_bundles_are_private_and_the_outcome_names_blobs_not_urls(services, dsr_env, emulator, make_request,
+                                                                  publisher):
+    body = make_request(resourceKinds=["models", "datastores"])
+    event = handle(json.dumps(body), services)
+    assert event["data"]["status"] == "completed"
+    container = blob_container(dsr_env)
+    # private: no anonymous read access at the container level
+    assert container.get_container_properties().public_access is None
+    # the outcome names the container, prefix and manifest: no URL, no SAS, no account name
+    bundle = event["data"]["bundle"]
+    assert bundle == {"container": dsr_env["DSR_EXPORT_CONTAINER"], "prefix": f"{body['requestId']}/",
+                      "manifest": f"{body['requestId']}/manifest.json"}
+    text = json.dumps(event)
+    assert "://" not in text and "sig=" not in text and "devstoreaccount1" not in text
+    # blob names are built only from validated fields: requestId/sub/rg/ws/kind.jsonl
+    names = [b.name for b in container.list_blobs(name_starts_with=body["requestId"] + "/")]
+    shape = re.compile(rf"^{re.escape(body['requestId'])}/({DEMO_TARGET['subscriptionId']}/{DEMO_TARGET['resourceGroup']}/"
+                       rf"{DEMO_TARGET['workspace']}/[A-Za-z]+\.jsonl|manifest\.json)$")
+    assert names and all(shape.match(n) for n in names), names
