@@ -134,12 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "emulator":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command == "emulator":
-        args.emulator_args = [*args.emulator_args, *extra]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:  # the emulator parses its own flags
+        return cmd_emulator(argparse.Namespace(emulator_args=argv[1:]))
+    args = build_parser().parse_args(argv)
     return int(args.func(args))
 
 
