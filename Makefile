@@ -39,7 +39,7 @@ bench: setup
 
 audit: setup
 	$(BIN)/pip install --quiet --disable-pip-version-check pip-audit==2.10.1
-	$(BIN)/pip-audit -r requirements.txt
+	$(BIN)/pip-audit --strict -r requirements.txt
 
 clean:
 	rm -rf $(VENV) node_modules demo-output .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
