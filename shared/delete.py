@@ -185,15 +185,19 @@ class DeleteRun:
 
     # -- execute --------------------------------------------------------------------------------
     def _delete_one(self, item: PlannedItem) -> None:
+        self._send_delete(item, terminal=MMS_TERMINAL, status_field="state")
+
+    def _send_delete(self, item: PlannedItem, *, terminal: dict[str, str], status_field: str,
+                     **audit: Any) -> None:
+        """DELETE one item and classify the answer: the one place for 200/202/204/404/anything else."""
         try:
             response = self.aml.delete(item.url)
             item.status = response.status
             if response.status == 204:
                 item.result = "absent"
             elif response.status == 202:
-                item.result = self.poller.follow(response, terminal=MMS_TERMINAL, status_field="state")
-                if item.result == "unknown":
-                    item.result = "deleted"  # accepted; the read-back decides whether it is gone
+                result = self.poller.follow(response, terminal=terminal, status_field=status_field)
+                item.result = "deleted" if result == "unknown" else result  # accepted: the read-back decides
             else:
                 item.result = "deleted"
         except NotFoundError as exc:
@@ -202,7 +206,7 @@ class DeleteRun:
             item.status, item.result = exc.status, "failed"
             item.error = {"code": exc.code, "message": exc.message, "kind": item.kind,
                           "target": item.target.resource_id, "id": item.id}
-        self._audit([self._line(item, "DELETE", item.status, item.result)])
+        self._audit([self._line(item, "DELETE", item.status, item.result, **audit)])
 
     def _verify_one(self, item: PlannedItem) -> None:
         status: int | None
@@ -229,22 +233,7 @@ class DeleteRun:
         spec = self.catalog.workspaceDelete
         url = url_for(self.catalog, self.endpoints, spec, spec.item, target, {})
         item = PlannedItem(target, "workspace", target.resource_id, url)
-        try:
-            response = self.aml.delete(url)
-            item.status = response.status
-            if response.status == 204:
-                item.result = "absent"
-            elif response.status == 202:
-                item.result = self.poller.follow(response, terminal=ARM_TERMINAL, status_field="status")
-            else:
-                item.result = "deleted"
-        except NotFoundError as exc:
-            item.status, item.result = exc.status, "absent"
-        except AzureMLError as exc:
-            item.status, item.result = exc.status, "failed"
-            item.error = {"code": exc.code, "message": exc.message, "kind": "workspace",
-                          "target": target.resource_id, "id": target.workspace}
-        self._audit([self._line(item, "DELETE", item.status, item.result, purge=True)])
+        self._send_delete(item, terminal=ARM_TERMINAL, status_field="status", purge=True)
         ws_kind = self.catalog.kinds["workspace"]
         assert ws_kind.item
         item.url = url_for(self.catalog, self.endpoints, ws_kind, ws_kind.item, target, {})
