@@ -18,7 +18,7 @@ from typing import Any
 from tools.azurite import ROOT, Azurite
 from tools.emulator import DEMO_LOCATION, DEMO_RESOURCE_GROUP, DEMO_SUBSCRIPTION, DEMO_WORKSPACE, EmulatorServer
 
-OUTPUT = ROOT / "demo-output"
+OUTPUT = Path(os.environ.get("DSR_DEMO_OUTPUT") or ROOT / "demo-output").resolve()
 TARGET = {"subscriptionId": DEMO_SUBSCRIPTION, "resourceGroup": DEMO_RESOURCE_GROUP, "workspace": DEMO_WORKSPACE,
           "location": DEMO_LOCATION}
 BOLD, DIM, GREEN, RED, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m") if sys.stdout.isatty() \
@@ -66,7 +66,7 @@ def show_export(env: dict[str, str], event: dict[str, Any], code: int, elapsed: 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(container.download_blob(blob.name).readall())
     print(f"  bundle: blob container {bundle['container']!r}, manifest {bundle['manifest']!r}")
-    print(f"  copied to: {BOLD}{local.relative_to(ROOT)}/{RESET}  (open manifest.json first)")
+    print(f"  copied to: {BOLD}{local.relative_to(OUTPUT.parent)}/{RESET}  (open manifest.json first)")
 
 
 def show_delete(event: dict[str, Any], code: int, elapsed: float) -> None:
@@ -126,8 +126,8 @@ def main() -> int:
         code, event, elapsed = run_request(env, {**delete, "requestId": "DEMO-DELETE-2", "dryRun": False}, log_file)
         show_delete(event, code, elapsed)
 
-        print(f"\nOutcome events (CloudEvents): {(OUTPUT / 'outcome-events.jsonl').relative_to(ROOT)}")
-        print(f"Logs (JSON lines) of the three runs: {log_file.relative_to(ROOT)}")
+        print(f"\nOutcome events (CloudEvents): {(OUTPUT / 'outcome-events.jsonl').relative_to(OUTPUT.parent)}")
+        print(f"Logs (JSON lines) of the three runs: {log_file.relative_to(OUTPUT.parent)}")
         print("Next: README.md, 'Run it against Azure'.")
         return 0
     except KeyboardInterrupt:

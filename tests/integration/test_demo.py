@@ -1,0 +1,36 @@
+"""`make demo` as a first-time user runs it: three requests, a summary, the bundle on disk, nothing left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_demo_runs_export_dry_run_and_delete_and_cleans_up(tmp_path):
+    env = {**os.environ, "DSR_DEMO_OUTPUT": str(tmp_path / "demo-output")}
+    proc = subprocess.run([sys.executable, "-m", "tools.demo"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    assert out.count("aml.dsr.export.completed") >= 1 and out.count("aml.dsr.delete.completed") >= 2
+    assert re.search(r"models\s+would delete\s+\d+", out)
+    assert re.search(r"verified gone\s+\d+", out)
+    manifest = json.loads((tmp_path / "demo-output" / "DEMO-EXPORT-1" / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and len(manifest["files"]) == 17
+    events = (tmp_path / "demo-output" / "outcome-events.jsonl").read_text().splitlines()
+    assert [json.loads(e)["data"]["status"] for e in events] == ["completed"] * 3
+    # everything it started is stopped
+    for port in re.findall(r"http://127\.0\.0\.1:(\d+)", out):
+        with socket.socket() as sock, pytest.raises(OSError):
+            sock.settimeout(1)
+            sock.connect(("127.0.0.1", int(port)))
