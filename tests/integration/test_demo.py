@@ -34,3 +34,25 @@ def test_the_demo_runs_export_dry_run_and_delete_and_cleans_up(tmp_path):
         with socket.socket() as sock, pytest.raises(OSError):
             sock.settimeout(1)
             sock.connect(("127.0.0.1", int(port)))
+
+
+def test_an_interrupted_demo_stops_what_it_started(tmp_path):
+    import signal
+
+    env = {**os.environ, "DSR_DEMO_OUTPUT": str(tmp_path / "demo-output"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tools.demo"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    seen = ""
+    while "emulator" not in seen or "identity" not in seen:
+        line = proc.stdout.readline()
+        assert line, "the demo ended before it started its servers"
+        seen += line
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    for port in re.findall(r"http://127\.0\.0\.1:(\d+)", seen):
+        with socket.socket() as sock, pytest.raises(OSError):
+            sock.settimeout(1)
+            sock.connect(("127.0.0.1", int(port)))
