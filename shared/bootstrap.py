@@ -81,5 +81,9 @@ def build_services(settings: Settings | None = None, *, publishers: list[Outcome
 
         chosen.append(ServiceBusOutcomePublisher(settings.servicebus_namespace, settings.outcome_queue,
                                                  credential_factory=credential))
+    if settings.eventgrid_topic_endpoint and publishers is None:
+        from shared.adapters.eventgrid import EventGridOutcomePublisher
+
+        chosen.append(EventGridOutcomePublisher(settings.eventgrid_topic_endpoint, credential_factory=credential))
     return Services(settings=settings, catalog=catalog, aml=aml, bundles=bundles, audit=audit, state=state,
                     publishers=chosen)

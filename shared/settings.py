@@ -34,6 +34,7 @@ class Settings:
     request_queue: str = "dsr-requests"
     outcome_queue: str = "dsr-outcomes"
     servicebus_namespace: str | None = None
+    eventgrid_topic_endpoint: str | None = None
     storage_connection_string: str | None = None
     storage_blob_uri: str | None = None
     export_container: str = "dsr-exports"
@@ -154,6 +155,8 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
         request_queue=text("DSR_REQUEST_QUEUE", defaults.request_queue) or defaults.request_queue,
         outcome_queue=text("DSR_OUTCOME_QUEUE", defaults.outcome_queue) or defaults.outcome_queue,
         servicebus_namespace=text("ServiceBusConnection__fullyQualifiedNamespace"),
+        eventgrid_topic_endpoint=_validate_endpoint("DSR_EVENTGRID_TOPIC_ENDPOINT", eg)
+        if (eg := text("DSR_EVENTGRID_TOPIC_ENDPOINT")) else None,
         storage_connection_string=text("DSR_STORAGE"),
         storage_blob_uri=blob_uri,
         export_container=containers["DSR_EXPORT_CONTAINER"],
