@@ -41,6 +41,21 @@ def _failed_event(body: bytes, code: str, message: str, started_at: str) -> dict
         "startedAt": started_at, "completedAt": utc_now()})
 
 
+class _BestEffort:
+    """At the CLI the outcome is printed whatever happens; a publisher that fails is reported, not fatal.
+    Running the same request again publishes the stored outcome again."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def publish(self, event: dict[str, Any]) -> None:
+        try:
+            self.inner.publish(event)
+        except Exception as exc:  # noqa: BLE001
+            log.error("the outcome could not be published; run the same request again to republish it",
+                      extra={"publisher": type(self.inner).__name__, "error": type(exc).__name__})
+
+
 def _process_waiting(body: bytes, settings: Any, wait_seconds: float) -> dict[str, Any]:
     """Run the request; while another worker holds its lease, wait (saying so) and try again."""
     import time
@@ -50,6 +65,7 @@ def _process_waiting(body: bytes, settings: Any, wait_seconds: float) -> dict[st
     from shared.state import RequestBusy
 
     services = build_services(settings)
+    services.publishers = [_BestEffort(p) for p in services.publishers]
     give_up = time.monotonic() + wait_seconds
     while True:
         try:

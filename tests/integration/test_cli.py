@@ -58,3 +58,13 @@ def test_emulator_command_prints_the_settings_that_point_at_it():
     assert names == ["DSR_ARM_ENDPOINT", "DSR_MODELMANAGEMENT_ENDPOINT", "DSR_EXPERIMENTS_ENDPOINT",
                      "DSR_AETHER_ENDPOINT", "IDENTITY_ENDPOINT", "IDENTITY_HEADER"]
     assert "{location}" in lines[1]
+
+
+def test_an_unreachable_outcome_queue_does_not_hide_the_outcome(dsr_env, make_request):
+    # a namespace that cannot be reached (no network here): the publish fails, the outcome is still printed
+    body = make_request(resourceKinds=["models"])
+    proc = run(body, {"ServiceBusConnection__fullyQualifiedNamespace": "127.0.0.1",
+                      "DSR_EVENTGRID_TOPIC_ENDPOINT": "https://127.0.0.1:9/api/events"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["data"]["status"] == "completed"
+    assert "could not be published" in proc.stderr
