@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -27,8 +30,20 @@ def lazy(factory: Callable[[], T]) -> Callable[[], T]:
     return get
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread that contends for malloc an arena of its own (up to 8 per CPU) and keeps what
+    is freed in it: with 16 export threads, tens of MB of peak RSS. Like MALLOC_ARENA_MAX=2 (which wins)."""
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None).mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def build_services(settings: Settings | None = None, *, publishers: list[OutcomePublisher] | None = None,
                    with_servicebus: bool = True) -> Services:
+    limit_malloc_arenas()  # before any export thread exists
     settings = settings or load_settings()
     require_storage(settings)
     catalog = load_catalog()
@@ -47,7 +62,7 @@ def build_services(settings: Settings | None = None, *, publishers: list[Outcome
         return AzureMLHttp(credential(), scope=settings.token_scope, policy=UrlPolicy(settings.endpoints),
                            pool_size=settings.concurrency * 2, connect_timeout=settings.connect_timeout,
                            read_timeout=settings.read_timeout, max_attempts=settings.max_attempts,
-                           max_retry_after=settings.max_retry_after)
+                           max_retry_after=settings.max_retry_after, max_concurrency=settings.concurrency)
 
     @lazy
     def blob_service() -> Any:

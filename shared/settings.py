@@ -50,7 +50,7 @@ class Settings:
     auth: str = "managed-identity"
     managed_identity_client_id: str | None = None
     lease_seconds: int = 60
-    concurrency: int = 8
+    concurrency: int = 16
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     max_attempts: int = 8

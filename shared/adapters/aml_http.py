@@ -1,9 +1,11 @@
 """The one HTTP seam to Azure ML, on ``requests``.
 
-A pooled Session shared by the worker threads, connect/read timeouts, bounded retries with jittered
-backoff on 429, 5xx and dropped connections, a process-wide pause that honours Retry-After for every
-thread, the URL policy on every call (no redirects followed), and the bearer token from azure-identity
-(cached and refreshed by the library, never logged).
+A pooled Session shared by the worker threads (one keep-alive connection per thread and origin),
+connect/read timeouts, bounded retries with jittered backoff on 429, 5xx and dropped connections, the URL
+policy on every call (no redirects followed), and the bearer token from azure-identity (cached and
+refreshed by the library, never logged). Every attempt is admitted by the process-wide rate governor of
+its origin (``shared.governor``): it honours Retry-After for every thread, paces the calls just under the
+limit it learns from 429s, and adapts the concurrency.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import random
 import threading
 import time
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -26,6 +29,7 @@ from shared.errors import (
     classify_status,
     parse_retry_after,
 )
+from shared.governor import Governor
 from shared.ports import ApiResponse
 from shared.urls import UrlPolicy, redact_url
 
@@ -37,7 +41,8 @@ class TokenSource(Protocol):
 
 
 class ThrottleGate:
-    """A pause shared by all threads of the process: one 429 slows everyone, not just its own thread."""
+    """A pause shared by all threads of the process (superseded by ``shared.governor.Governor``, which
+    pauses too; still honoured when passed to ``AzureMLHttp`` as ``gate``)."""
 
     def __init__(self, clock: Any = time.monotonic, sleep: Any = time.sleep) -> None:
         self._lock = threading.Lock()
@@ -77,7 +82,8 @@ class AzureMLHttp:
     def __init__(self, credential: TokenSource, *, scope: str, policy: UrlPolicy, pool_size: int = 16,
                  connect_timeout: float = 10.0, read_timeout: float = 60.0, max_attempts: int = 8,
                  max_retry_after: float = 120.0, backoff_base: float = 0.5, backoff_cap: float = 30.0,
-                 gate: ThrottleGate | None = None, sleep: Any = time.sleep) -> None:
+                 gate: ThrottleGate | None = None, sleep: Any = time.sleep, governor: Governor | None = None,
+                 max_concurrency: int | None = None) -> None:
         self._credential = credential
         self._scope = scope
         self._policy = policy
@@ -87,10 +93,17 @@ class AzureMLHttp:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._sleep = sleep
-        self.gate = gate or ThrottleGate(sleep=sleep)
+        self.gate = gate
+        # one governor per origin (ARM, run history, model management ... throttle independently); a
+        # governor passed in is shared by every origin
+        self._governor = governor
+        self._governors: dict[str, Governor] = {}
+        self._max_concurrency = max(1, max_concurrency or pool_size)
+        self._governor_lock = threading.Lock()
         self._session = requests.Session()
         self._session.trust_env = False
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 4), max_retries=0)
+        # pool_connections: how many origins keep a pool (the four families, times the locations of a request)
+        adapter = HTTPAdapter(pool_connections=16, pool_maxsize=max(pool_size, 4), max_retries=0)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         self.calls = 0
@@ -102,25 +115,57 @@ class AzureMLHttp:
     def delete(self, url: str) -> ApiResponse:
         return self.request("DELETE", url)
 
+    def governor(self, url: str) -> Governor:
+        """The rate governor of ``url``'s origin, shared by every thread of the process."""
+        if self._governor is not None:
+            return self._governor
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}".lower()
+        with self._governor_lock:
+            found = self._governors.get(origin)
+            if found is None:
+                found = self._governors[origin] = Governor(max_concurrency=self._max_concurrency, sleep=self._sleep)
+            return found
+
     def request(self, method: str, url: str) -> ApiResponse:
         self._policy.check(url)
+        governor = self.governor(url)
         last: AzureMLError | None = None
         for attempt in range(1, self._max_attempts + 1):
-            self.gate.wait()
+            if self.gate is not None:
+                self.gate.wait()
+            backoff = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+            permit = governor.acquire()
             try:
-                return self._once(method, url)
-            except RetryableError as exc:
-                last = exc
-                if attempt == self._max_attempts:
-                    break
-                if isinstance(exc, ThrottledError) and exc.retry_after is not None:
-                    delay = min(exc.retry_after, self._max_retry_after)
+                response = self._once(method, url)
+            except ThrottledError as exc:
+                # every thread pauses (Retry-After, else the backoff); a 429 also teaches the governor the limit
+                delay = backoff if exc.retry_after is None else min(exc.retry_after, self._max_retry_after)
+                events = governor.events
+                governor.throttled(permit, delay, rate_limited=exc.status == 429)
+                if governor.events != events:
+                    log.info("throttled: pacing under the limit", extra={
+                        "origin": urlsplit(url).netloc, **governor.stats(), **(governor.history[-1:] or [{}])[0]})
+                if self.gate is not None and exc.retry_after is not None:
                     self.gate.pause(delay)
-                else:
-                    delay = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-                    self._sleep(delay)
+                last = exc
+            except RetryableError as exc:
+                governor.release(permit)
+                last = exc
+                if attempt < self._max_attempts:
+                    self._sleep(backoff)
+            except AzureMLError:
+                governor.succeeded(permit)  # a 4xx answer: the call was admitted
+                raise
+            except BaseException:
+                governor.release(permit)
+                raise
+            else:
+                governor.succeeded(permit, response.headers)
+                return response
+            if attempt < self._max_attempts:
                 log.debug("retrying", extra={"method": method, "url": redact_url(url), "attempt": attempt,
-                                             "error": exc.code, "status": exc.status})
+                                             "error": last.code, "status": last.status})
         assert last is not None
         last.message = f"{last.message} (gave up after {self._max_attempts} attempts)"
         raise last

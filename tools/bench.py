@@ -1,0 +1,514 @@
+"""`make bench`: whole-process measurements of `dsr process` against Azurite and the workspace emulator.
+
+One run reports four measurements with their targets (issue 7), as a terminal table, as
+``bench-results/latest.json`` and as ``bench-results/latest.md`` (the README carries the latter):
+
+* latency-bound: 20 ms per call, no rate limit, ~1,000 calls; wall time at concurrency 1, 8, 16, 32 and
+  the default, the speedup of the default over 1, and the lower bounds (the critical path, the longest
+  chain of dependent calls, measured by walking the export in-process; and calls x latency / concurrency);
+* rate-bound: the emulator's token bucket (150 calls/s, burst 30) at the default concurrency; wall time
+  against the ideal (admitted calls - burst) / rate, and the 429s received (from the emulator's log);
+* memory: peak RSS of the `dsr process` process (``/usr/bin/time -v``, else getrusage of a wrapper) at
+  two scales 10x apart;
+* cold start: `import function_app` in a fresh interpreter, and the end-to-end time of a one-kind request.
+
+Every figure is a `dsr process` subprocess (what an operator runs), timed from spawn to exit. Benchmarks
+are not tests: nothing here is asserted in `make test`.
+
+    python -m tools.bench [--quick] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tools.azurite import ROOT, Azurite
+from tools.emulator import (
+    DEMO_LOCATION,
+    DEMO_RESOURCE_GROUP,
+    DEMO_SUBSCRIPTION,
+    DEMO_WORKSPACE,
+    EmulatorConfig,
+    EmulatorServer,
+)
+
+TARGET = {"subscriptionId": DEMO_SUBSCRIPTION, "resourceGroup": DEMO_RESOURCE_GROUP, "workspace": DEMO_WORKSPACE,
+          "location": DEMO_LOCATION}
+TIME_V = "/usr/bin/time"
+LATENCY_MS = 20
+LATENCY_SCALE = 5.0  # ~1,000 calls at page size 2
+RATE, BURST = 150.0, 30
+RATE_SCALE = 10.0  # ~3,700 calls: a busy workspace, ~25 s at the limit
+RATE_SCALE_SMALL = 5.0  # the ~1,000-call case, shown for reference
+MEMORY_SCALES = (3.0, 30.0)
+TARGETS = {"speedup": 8.0, "rate_ratio": 1.2, "throttled_share": 0.02, "rss_growth_mb": 50.0, "import_s": 0.5}
+# a memory wrapper for systems without /usr/bin/time: run argv, then print the child's peak RSS (KiB)
+_RSS_WRAPPER = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+                "sys.stderr.write('Maximum resident set size (kbytes): %d\\n' % "
+                "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
+
+
+@dataclass
+class Run:
+    """One `dsr process` subprocess."""
+
+    label: str
+    wall: float
+    exit_code: int
+    status: str | None
+    calls: int  # AML requests answered (every status)
+    admitted: int  # AML requests answered with anything but 429
+    throttled: int  # 429s
+    rss_mb: float | None
+    export_seconds: float | None  # the export phase, from the app's own log
+    first_call: float | None  # seconds from spawn to the first AML request
+    connections: int | None = None  # TCP connections the emulator accepted (AML and token endpoint)
+    governor: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# -- running `dsr process` ---------------------------------------------------------------------------------------------
+
+def _dsr() -> str:
+    candidate = Path(sys.executable).with_name("dsr")
+    return str(candidate) if candidate.exists() else "dsr"
+
+
+def _measure_prefix() -> list[str]:
+    if Path(TIME_V).exists():
+        return [TIME_V, "-v"]
+    return [sys.executable, "-c", _RSS_WRAPPER]
+
+
+def _request(label: str, **extra: Any) -> dict[str, Any]:
+    return {"schemaVersion": "1", "requestId": f"BENCH-{label}-{uuid.uuid4().hex[:10]}", "operation": "export",
+            "targets": [TARGET], "requestedBy": "make bench", **extra}
+
+
+def run_dsr(label: str, base_env: dict[str, str], emulator: EmulatorServer, *, concurrency: int | None = None,
+            request: dict[str, Any] | None = None, log_dir: Path) -> Run:
+    env = dict(base_env)
+    if concurrency is not None:
+        env["DSR_CONCURRENCY"] = str(concurrency)
+    body = json.dumps(request or _request(label)).encode()
+    emulator.clear_requests()
+    accepted = _count_connections(emulator)
+    spawned_wall = time.time()
+    started = time.monotonic()
+    proc = subprocess.run([*_measure_prefix(), _dsr(), "process", "-"], input=body, env=env, capture_output=True,
+                          check=False, cwd=ROOT)
+    wall = time.monotonic() - started
+    stderr = proc.stderr.decode(errors="replace")
+    (log_dir / f"{label}.log").write_text(stderr)
+    log = [r for r in emulator.requests() if r.get("family") != "msi"]
+    throttled = sum(1 for r in log if r.get("status") == 429)
+    status = None
+    try:
+        status = json.loads(proc.stdout.decode().strip().splitlines()[-1])["data"]["status"]
+    except (ValueError, IndexError, KeyError, TypeError):
+        pass
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr)
+    export_seconds, governor = None, None
+    for line in stderr.splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("message") == "export written":
+            export_seconds = entry.get("seconds")
+        elif str(entry.get("message", "")).startswith("throttled: pacing"):
+            governor = {k: entry.get(k) for k in ("rate", "estimate", "burst", "limit", "events", "cycleSeconds",
+                                                  "admitted", "lower", "upper", "fit")}
+    return Run(label=label, wall=wall, exit_code=proc.returncode, status=status, calls=len(log),
+               admitted=len(log) - throttled, throttled=throttled,
+               rss_mb=int(rss.group(1)) / 1024 if rss else None, export_seconds=export_seconds,
+               first_call=(log[0]["time"] - spawned_wall) if log else None, governor=governor,
+               connections=accepted())
+
+
+def _count_connections(emulator: EmulatorServer) -> Any:
+    """Count the connections the emulator accepts from now on (connection reuse, seen from the server)."""
+    try:
+        httpd = emulator._bind()
+        original = type(httpd).process_request
+    except AttributeError:
+        return lambda: None
+    count = [0]
+
+    def process_request(request: Any, client_address: Any) -> None:
+        count[0] += 1
+        original(httpd, request, client_address)
+
+    httpd.process_request = process_request  # type: ignore[method-assign]
+    return lambda: count[0]
+
+
+def median_run(runs: list[Run], key: Any = None, unit: str = "s") -> Run:
+    """The run with the median figure (wall time unless ``key`` says otherwise), noting all of them."""
+    figure = key or (lambda r: r.wall)
+    chosen = sorted(runs, key=figure)[len(runs) // 2]
+    chosen.notes.append(f"median of {len(runs)}: " + ", ".join(f"{figure(r):.2f}" for r in runs) + f" {unit}")
+    return chosen
+
+
+# -- the critical path -------------------------------------------------------------------------------------------------
+
+class _MemoryBlob:
+    def __init__(self) -> None:
+        self.blocks: dict[str, bytes] = {}
+        self.data = b""
+
+    def stage(self, block_id: str, data: bytes) -> None:
+        self.blocks[block_id] = data
+
+    def commit(self, block_ids: list[str]) -> None:
+        self.data = b"".join(self.blocks[b] for b in block_ids)
+
+    def digest(self) -> tuple[str, int]:
+        import hashlib
+
+        return hashlib.sha256(self.data).hexdigest(), len(self.data)
+
+
+class _MemoryStore:
+    def __init__(self) -> None:
+        self.blobs: dict[str, Any] = {}
+
+    def block_blob(self, name: str) -> _MemoryBlob:
+        return self.blobs.setdefault(name, _MemoryBlob())
+
+    def put_json(self, name: str, document: Any) -> None:
+        self.blobs[name] = document
+
+    def delete(self, name: str) -> None:
+        self.blobs.pop(name, None)
+
+    def read(self, name: str) -> bytes | None:
+        return None
+
+    def list_names(self, prefix: str) -> list[str]:
+        return [n for n in self.blobs if n.startswith(prefix)]
+
+
+def critical_path(emulator: EmulatorServer, env: dict[str, str]) -> dict[str, Any]:
+    """Walk the export in-process (no latency) and measure the longest chain of dependent calls: a call's
+    depth is its parent's (the call whose answer made it possible) plus one."""
+    try:
+        from shared.adapters.aml_http import AzureMLHttp
+        from shared.catalog import load_catalog
+        from shared.contract import parse_request
+        from shared.export import Endpoints, ExportTraversal
+        from shared.settings import load_settings
+        from shared.urls import UrlPolicy
+
+        settings = load_settings(environ=env, directory=ROOT / "bench-results")
+
+        class Credential:
+            def get_token(self, *scopes: str) -> Any:
+                return type("Token", (), {"token": emulator.issue_token(), "expires_on": 2_000_000_000})()
+
+        aml = AzureMLHttp(Credential(), scope=settings.token_scope, policy=UrlPolicy(settings.endpoints))
+        request = parse_request(json.dumps(_request("critical-path")).encode())
+        traversal = ExportTraversal(request, catalog=load_catalog(), endpoints=Endpoints(settings.endpoints), aml=aml,
+                                    store=_MemoryStore(), concurrency=1)
+        depth: dict[int, int] = {}
+        lock = threading.Lock()
+        deepest = 0
+        run_step = traversal._run_step
+
+        def traced(step: Any) -> Any:
+            nonlocal deepest
+            with lock:
+                mine = depth.pop(id(step), 1)
+                deepest = max(deepest, mine)
+            children = run_step(step)
+            with lock:
+                for child in children:
+                    depth[id(child)] = mine + 1
+            return children
+
+        traversal._run_step = traced  # type: ignore[method-assign]
+        result = traversal.run()
+        aml.close()
+        return {"depth": deepest, "calls": result.calls}
+    except Exception as exc:  # noqa: BLE001 - a bench must still report the rest
+        return {"depth": None, "calls": None, "error": f"{type(exc).__name__}: {exc}"}
+
+
+# -- cold start --------------------------------------------------------------------------------------------------------
+
+def import_seconds(module: str, repeats: int = 5) -> tuple[float, float]:
+    """Median time to import ``module`` in a fresh interpreter, and the median whole-process wall time."""
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    inside, whole = [], []
+    for _ in range(repeats):
+        started = time.monotonic()
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, cwd=ROOT)
+        whole.append(time.monotonic() - started)
+        inside.append(float(out.stdout.decode().strip().splitlines()[-1]))
+    return statistics.median(inside), statistics.median(whole)
+
+
+# -- report ------------------------------------------------------------------------------------------------------------
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "MISS")
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = ""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, check=True,
+                                cwd=ROOT).stdout.decode().strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, check=True,
+                               cwd=ROOT).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return {"cpus": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "platform": platform.platform(), "commit": commit,
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def render(results: dict[str, Any]) -> str:
+    lines: list[str] = []
+    m = results["machine"]
+    lines.append(f"# aml-dsr bench ({m['date']}, commit {m['commit'] or '?'})")
+    lines.append("")
+    lines.append(f"Machine: {m['cpus']} CPUs ({m['cpu'] or 'unknown CPU'}), Python {m['python']}, {m['platform']}. "
+                 "Every figure is a whole `dsr process` subprocess (spawn to exit) against Azurite and the "
+                 "workspace emulator, both on loopback on the same machine.")
+    lines.append("")
+    lines.append("| measurement | figure | target | verdict |")
+    lines.append("|---|---|---|---|")
+    for row in results["summary"]:
+        lines.append(f"| {row['measurement']} | {row['figure']} | {row['target']} | {row['verdict']} |")
+    lat = results["latency"]
+    lines.append("")
+    lines.append(f"## Wall time vs concurrency (latency-bound: {LATENCY_MS} ms per call, no limit, "
+                 f"{lat['calls']} calls)")
+    lines.append("")
+    lines.append("| concurrency | wall (s) | speedup | export phase (s) | lower bound (s) | connections | |")
+    lines.append("|---:|---:|---:|---:|---:|---:|---|")
+    base = lat["runs"][0]["wall"]
+    widest = max(r["wall"] for r in lat["runs"])
+    for r in lat["runs"]:
+        bar = "#" * max(1, round(40 * r["wall"] / widest))
+        bound = r.get("lower_bound")
+        lines.append(f"| {r['concurrency']}{' (default)' if r['concurrency'] == lat['default'] else ''} | "
+                     f"{r['wall']:.2f} | {base / r['wall']:.1f}x | {_fmt(r.get('export_seconds'))} | "
+                     f"{_fmt(bound)} | {r.get('connections') if r.get('connections') is not None else '-'} | `{bar}` |")
+    cp = lat["critical_path"]
+    lines.append("")
+    if cp.get("depth"):
+        lines.append(f"Critical path: {cp['depth']} dependent calls x {LATENCY_MS} ms = "
+                     f"{cp['depth'] * LATENCY_MS / 1000:.2f} s. Lower bound at concurrency c: "
+                     f"max(critical path, calls x {LATENCY_MS} ms / c), plus the process's fixed cost "
+                     f"(start to first call {_fmt(lat.get('first_call'))} s).")
+    else:
+        lines.append(f"Critical path: not measured ({cp.get('error')}).")
+    rate = results["rate"]
+    lines.append("")
+    lines.append(f"## Rate-bound ({RATE:g} calls/s, burst {BURST}, {LATENCY_MS} ms per call, default concurrency)")
+    lines.append("")
+    lines.append("| calls admitted | 429s | wall (s) | ideal (s) | ratio | export phase (s) | first call (s) | "
+                 "throttling events | paced at (calls/s) |")
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rate["runs"]:
+        gov = r.get("governor") or {}
+        lines.append(f"| {r['admitted']} | {r['throttled']} ({100 * r['throttled'] / max(1, r['admitted']):.1f}%) | "
+                     f"{r['wall']:.2f} | {r['ideal']:.2f} | {r['wall'] / r['ideal']:.2f}x | "
+                     f"{_fmt(r.get('export_seconds'))} | {_fmt(r.get('first_call'))} | {gov.get('events', '-')} | "
+                     f"{_fmt(gov.get('rate'))} |")
+    lines.append("")
+    lines.append("The ideal is (admitted calls - burst) / rate. Each throttling event costs about one Retry-After "
+                 "(the emulator answers whole seconds, at least 1 s) less the burst refilled meanwhile; the "
+                 "governor needs two to measure the limit, then paces just under it.")
+    mem = results["memory"]
+    lines.append("")
+    lines.append(f"## Memory (no latency, no limit, default concurrency; median of {mem['repeats']} runs)")
+    lines.append("")
+    lines.append("| scale | calls | peak RSS (MB) | wall (s) |")
+    lines.append("|---:|---:|---:|---:|")
+    for r in mem["runs"]:
+        lines.append(f"| {r['scale']:g} | {r['calls']} | {_fmt(r.get('rss_mb'), 1)} | {r['wall']:.2f} |")
+    cold = results["cold_start"]
+    lines.append("")
+    lines.append("## Cold start")
+    lines.append("")
+    lines.append(f"- `import {cold['module']}` in a fresh interpreter: {cold['import_s']:.3f} s "
+                 f"(interpreter start + import: {cold['process_s']:.3f} s){cold.get('note', '')}")
+    lines.append(f"- one-kind request (`models`, {LATENCY_MS} ms per call, {cold['one_kind']['calls']} calls): "
+                 f"{cold['one_kind']['wall']:.2f} s end to end, first call after {_fmt(cold['one_kind']['first_call'])} s")
+    if results.get("notes"):
+        lines.append("")
+        lines.append("## Notes")
+        lines.append("")
+        lines.extend(f"- {n}" for n in results["notes"])
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+# -- the scenarios -----------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=str(ROOT / "bench-results"), help="output directory")
+    parser.add_argument("--quick", action="store_true", help="one run per point, smaller memory scale (a smoke run)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    repeats = 1 if args.quick else 3
+    from shared.settings import Settings
+
+    default_concurrency = Settings().concurrency
+    notes: list[str] = []
+    say = print
+    started = time.monotonic()
+    with Azurite() as azurite, EmulatorServer(EmulatorConfig()) as emulator:
+        # PYTHONPATH: the subprocesses run this tree's code whatever the venv's editable install points at
+        env = {**os.environ, **emulator.settings(), "DSR_STORAGE": azurite.connection_string, "DSR_LOG_LEVEL": "INFO",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        for name in ("ServiceBusConnection__fullyQualifiedNamespace", "DSR_CONCURRENCY"):
+            env.pop(name, None)
+        say(f"bench: Azurite on {azurite.blob_endpoint}, emulator on {emulator.base_url}; "
+            f"default concurrency {default_concurrency}")
+
+        # 1. latency-bound -----------------------------------------------------------------------------------
+        emulator.configure(latency_ms=0, rate=None, burst=None, scale=LATENCY_SCALE, faults={})
+        cp = critical_path(emulator, env)
+        emulator.configure(latency_ms=LATENCY_MS)
+        levels = sorted({1, 8, 16, 32, default_concurrency})
+        lat_runs: list[dict[str, Any]] = []
+        for level in levels:
+            n = 1 if level == 1 else repeats
+            runs = [run_dsr(f"latency-c{level}-{i}", env, emulator, log_dir=logs,
+                            concurrency=None if level == default_concurrency else level) for i in range(n)]
+            run = median_run(runs)
+            entry = {"concurrency": level, **asdict(run)}
+            if cp.get("depth"):
+                entry["lower_bound"] = max(cp["depth"], run.admitted / level) * LATENCY_MS / 1000
+            lat_runs.append(entry)
+            say(f"  latency-bound  c={level:<3} {run.wall:6.2f} s  {run.calls} calls  ({run.notes[-1]})")
+        base = lat_runs[0]["wall"]
+        default_run = next(r for r in lat_runs if r["concurrency"] == default_concurrency)
+        speedup = base / default_run["wall"]
+        latency = {"latency_ms": LATENCY_MS, "scale": LATENCY_SCALE, "calls": default_run["admitted"],
+                   "default": default_concurrency, "critical_path": cp, "runs": lat_runs, "speedup": speedup,
+                   "first_call": statistics.median(r["first_call"] for r in lat_runs if r["first_call"] is not None)}
+
+        # 2. rate-bound --------------------------------------------------------------------------------------
+        rate_runs: list[dict[str, Any]] = []
+        for scale in (RATE_SCALE, RATE_SCALE_SMALL):
+            emulator.configure(latency_ms=LATENCY_MS, scale=scale, rate=RATE, burst=BURST)  # a full bucket
+            time.sleep(0.2)
+            run = run_dsr(f"rate-s{scale:g}", env, emulator, log_dir=logs)
+            ideal = (run.admitted - BURST) / RATE
+            rate_runs.append({"scale": scale, "ideal": ideal, **asdict(run)})
+            say(f"  rate-bound     scale={scale:<4g} {run.wall:6.2f} s  ideal {ideal:.2f} s  "
+                f"{run.throttled} x 429 of {run.admitted} calls  governor {run.governor}")
+        emulator.configure(rate=None, burst=None)
+        headline = rate_runs[0]
+        rate = {"rate": RATE, "burst": BURST, "runs": rate_runs, "ratio": headline["wall"] / headline["ideal"],
+                "throttled_share": headline["throttled"] / max(1, headline["admitted"])}
+
+        # 3. memory ------------------------------------------------------------------------------------------
+        mem_runs: list[dict[str, Any]] = []
+        scales = (MEMORY_SCALES[0], MEMORY_SCALES[0] * 10) if not args.quick else (1.0, 10.0)
+        for scale in scales:
+            emulator.configure(latency_ms=0, scale=scale)
+            runs = [run_dsr(f"memory-s{scale:g}-{i}", env, emulator, log_dir=logs) for i in range(repeats)]
+            run = median_run(runs, key=lambda r: r.rss_mb or 0.0, unit="MB")
+            mem_runs.append({"scale": scale, **asdict(run)})
+            say(f"  memory         scale={scale:<4g} {_fmt(run.rss_mb, 1)} MB peak RSS  {run.calls} calls  "
+                f"{run.wall:.2f} s  ({run.notes[-1]})")
+        small, large = mem_runs
+        growth = None if small["rss_mb"] is None or large["rss_mb"] is None else large["rss_mb"] - small["rss_mb"]
+        memory = {"runs": mem_runs, "growth_mb": growth, "repeats": repeats,
+                  "method": "/usr/bin/time -v" if Path(TIME_V).exists() else "getrusage(RUSAGE_CHILDREN)"}
+
+        # 4. cold start --------------------------------------------------------------------------------------
+        module = "function_app" if (ROOT / "function_app.py").exists() else "shared.processor"
+        imp, whole = import_seconds(module)
+        cold: dict[str, Any] = {"module": module, "import_s": imp, "process_s": whole}
+        if module != "function_app":
+            cold["note"] = " (function_app.py does not exist yet: shared.processor imported instead)"
+        emulator.configure(latency_ms=LATENCY_MS, scale=1.0)
+        one = median_run([run_dsr(f"one-kind-{i}", env, emulator, log_dir=logs,
+                                  request=_request("one-kind", resourceKinds=["models"])) for i in range(repeats)])
+        cold["one_kind"] = asdict(one)
+        say(f"  cold start     import {module} {imp:.3f} s; one-kind request {one.wall:.2f} s ({one.calls} calls)")
+
+    failed = [r for r in [*lat_runs, *rate_runs, *mem_runs, cold["one_kind"]] if r["status"] != "completed"]
+    for r in failed:
+        notes.append(f"run {r['label']} ended with exit code {r['exit_code']} and status {r['status']} "
+                     f"(log: {logs / (r['label'] + '.log')})")
+    summary = [
+        {"measurement": f"latency-bound speedup, concurrency {default_concurrency} (default) over 1",
+         "figure": f"{speedup:.1f}x ({base:.2f} s -> {default_run['wall']:.2f} s)",
+         "target": f">= {TARGETS['speedup']:g}x", "verdict": verdict(speedup >= TARGETS["speedup"])},
+        {"measurement": f"rate-bound wall time / ideal ({headline['admitted']} calls)",
+         "figure": f"{rate['ratio']:.2f}x ({headline['wall']:.2f} s vs {headline['ideal']:.2f} s)",
+         "target": f"<= {TARGETS['rate_ratio']:g}x", "verdict": verdict(rate["ratio"] <= TARGETS["rate_ratio"])},
+        {"measurement": "rate-bound 429s / calls",
+         "figure": f"{100 * rate['throttled_share']:.2f}% ({headline['throttled']} of {headline['admitted']})",
+         "target": f"< {100 * TARGETS['throttled_share']:g}%",
+         "verdict": verdict(rate["throttled_share"] < TARGETS["throttled_share"])},
+        {"measurement": f"peak RSS growth, scale {small['scale']:g} -> {large['scale']:g} "
+                        f"({small['calls']} -> {large['calls']} calls)",
+         "figure": "-" if growth is None else f"{growth:.1f} MB ({small['rss_mb']:.1f} -> {large['rss_mb']:.1f} MB)",
+         "target": f"<= {TARGETS['rss_growth_mb']:g} MB",
+         "verdict": verdict(None if growth is None else growth <= TARGETS["rss_growth_mb"])},
+        {"measurement": f"`import {module}`, fresh interpreter", "figure": f"{imp:.3f} s",
+         "target": f"<= {TARGETS['import_s']:g} s", "verdict": verdict(imp <= TARGETS["import_s"])},
+        {"measurement": "one-kind request, end to end", "figure": f"{one.wall:.2f} s", "target": "-",
+         "verdict": "n/a"},
+    ]
+    if headline is not rate_runs[-1]:
+        small_rate = rate_runs[-1]
+        notes.append(f"rate-bound at ~1,000 calls (scale {small_rate['scale']:g}): {small_rate['wall']:.2f} s vs ideal "
+                     f"{small_rate['ideal']:.2f} s = {small_rate['wall'] / small_rate['ideal']:.2f}x, "
+                     f"{small_rate['throttled']} x 429; the fixed costs (process start, the first Retry-After) weigh "
+                     "more on a shorter export.")
+    results = {"machine": machine(), "summary": summary, "latency": latency, "rate": rate, "memory": memory,
+               "cold_start": cold, "notes": notes, "targets": TARGETS,
+               "bench_seconds": round(time.monotonic() - started, 1)}
+    (out / "latest.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    report = render(results)
+    (out / "latest.md").write_text(report)
+    print()
+    print(report)
+    print(f"bench: {results['bench_seconds']} s; written {out / 'latest.json'} and {out / 'latest.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
