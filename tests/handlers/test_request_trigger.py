@@ -185,6 +185,7 @@ def test_a_spent_time_budget_sends_a_continuation_that_finishes_the_request(
     # GIVEN a time budget far shorter than the export (slow Azure ML answers)
     monkeypatch.setenv("DSR_TIME_BUDGET_SECONDS", "1")
     monkeypatch.setenv("DSR_CHECKPOINT_SECONDS", "0.2")
+    monkeypatch.setenv("DSR_CONCURRENCY", "2")  # ~75 calls x 100 ms / 2 threads: several budgets' worth
     emulator.configure(latency_ms=100)
     request = json.loads(fixture_body("export-request.json"))
     del request["resourceKinds"]  # every kind: many calls
