@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 
 from shared.bootstrap import build_services
 from shared.contract import EXPORT_KINDS
@@ -114,11 +115,26 @@ def test_sigkill_at_random_instants_then_rerun_gives_an_exact_bundle(dsr_env, em
     request_file.write_text(json.dumps(body))
     env = {**os.environ, "DSR_CHECKPOINT_SECONDS": "0.3", "DSR_LEASE_SECONDS": "5", "DSR_CONCURRENCY": "4"}
     rng = random.Random(int(os.environ.get("DSR_TEST_SEED", "7")))
+    state = blob_container(dsr_env, "DSR_STATE_CONTAINER")
+
+    def checkpointed() -> bool:
+        try:
+            return json.loads(state.download_blob(f"{body['requestId']}.json").readall()).get("checkpoint") is not None
+        except ResourceNotFoundError:  # not written yet
+            return False
+
     kills = 0
-    for _ in range(3):
+    for attempt in range(3):
         proc = subprocess.Popen([DSR, "process", str(request_file)], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.8, 2.5))
+        if attempt == 0:
+            # the first kill lands mid-export, after a checkpoint, whatever the machine's speed
+            deadline = time.monotonic() + 60
+            while not checkpointed() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 0.3))
+        else:
+            time.sleep(rng.uniform(0.5, 2.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
