@@ -89,7 +89,7 @@ def test_two_workers_racing_on_one_request_do_the_work_once(dsr_env, emulator, m
 
 
 def test_continuation_across_invocations_with_a_tiny_budget(dsr_env, emulator, make_request, monkeypatch):
-    emulator.configure(latency_ms=25)
+    emulator.configure(latency_ms=40)
     monkeypatch.setenv("DSR_CHECKPOINT_SECONDS", "0.2")
     monkeypatch.setenv("DSR_CONCURRENCY", "2")
     body = make_request()
