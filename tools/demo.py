@@ -128,7 +128,7 @@ def main() -> int:
 
         print(f"\nOutcome events (CloudEvents): {(OUTPUT / 'outcome-events.jsonl').relative_to(OUTPUT.parent)}")
         print(f"Logs (JSON lines) of the three runs: {log_file.relative_to(OUTPUT.parent)}")
-        print("Next: README.md, 'Run it against Azure'.")
+        print("Next: README.md, 'Run it as an Azure Functions app'.")
         return 0
     except KeyboardInterrupt:
         print("\ninterrupted: stopping what the demo started", file=sys.stderr)
