@@ -128,7 +128,6 @@ class DeleteRun:
         self.audit = audit
         self.concurrency = max(1, concurrency)
         self.poller = Poller(aml, deadline_seconds=lro_deadline, sleep=sleep)
-        self.workspace_results: dict[str, dict[str, Any]] = {}
 
     # -- audit ----------------------------------------------------------------------------------
     def _audit(self, lines: list[dict[str, Any]]) -> None:

@@ -497,4 +497,4 @@ class ExportTraversal:
             self.errors.append(ErrorRecord(code, message, step.kind, step.target.resource_id))
 
 
-__all__ = ["BadResponseError", "Endpoints", "ErrorRecord", "ExportResult", "ExportTraversal", "TargetResult"]
+__all__ = ["Endpoints", "ErrorRecord", "ExportResult", "ExportTraversal", "TargetResult"]

@@ -48,7 +48,6 @@ class ProcessResult:
     event: dict[str, Any] | None
     suspended: bool = False
     continuation: int = 0
-    replayed: bool = False
     request: DsrRequest | None = None
 
 
@@ -86,7 +85,7 @@ def process(body: bytes | str, services: Services, *, budget_seconds: float | No
             log.info("request already finished: its outcome is published again",
                      extra={"status": stored["data"]["status"]})
             publish(stored, services)
-            return ProcessResult(stored, replayed=True, request=request)
+            return ProcessResult(stored, request=request)
         started_at = claim.document.get("startedAt") or started_at
         if not claim.document.get("startedAt"):
             store.update(claim, startedAt=started_at)
@@ -101,7 +100,7 @@ def process(body: bytes | str, services: Services, *, budget_seconds: float | No
             raise
         if outcome is None:
             continuation = int(claim.document.get("continuations") or 0) + 1
-            store.release(claim, claim.document.get("checkpoint"), continuation=continuation)
+            store.release(claim, continuation=continuation)
             log.info("time budget spent: checkpoint saved, continuation needed",
                      extra={"continuation": continuation})
             return ProcessResult(None, suspended=True, continuation=continuation, request=request)

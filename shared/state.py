@@ -154,9 +154,10 @@ class StateStore:
     def save_checkpoint(self, claim: Claim, checkpoint: Any) -> None:
         self.update(claim, checkpoint=checkpoint)
 
-    def release(self, claim: Claim, checkpoint: Any, *, continuation: int) -> None:
-        """Stop working on it for now (time budget spent): the next worker may start at once."""
-        self.update(claim, keep_lease=False, checkpoint=checkpoint, continuations=continuation, owner=None)
+    def release(self, claim: Claim, *, continuation: int) -> None:
+        """Stop working on it for now (time budget spent; the checkpoint is saved): the next worker may
+        start at once."""
+        self.update(claim, keep_lease=False, continuations=continuation, owner=None)
 
     def abandon(self, claim: Claim) -> None:
         """Give the request up after a failure, keeping its checkpoint: a redelivery may take it at once."""

@@ -40,31 +40,6 @@ class TokenSource(Protocol):
     def get_token(self, *scopes: str) -> Any: ...
 
 
-class ThrottleGate:
-    """A pause shared by all threads of the process (superseded by ``shared.governor.Governor``, which
-    pauses too; still honoured when passed to ``AzureMLHttp`` as ``gate``)."""
-
-    def __init__(self, clock: Any = time.monotonic, sleep: Any = time.sleep) -> None:
-        self._lock = threading.Lock()
-        self._resume_at = 0.0
-        self._clock = clock
-        self._sleep = sleep
-        self.throttled = 0
-
-    def pause(self, seconds: float) -> None:
-        with self._lock:
-            self.throttled += 1
-            self._resume_at = max(self._resume_at, self._clock() + seconds)
-
-    def wait(self) -> None:
-        while True:
-            with self._lock:
-                delay = self._resume_at - self._clock()
-            if delay <= 0:
-                return
-            self._sleep(min(delay, 5.0))
-
-
 def _error_code(body: Any) -> str:
     """The service's own error code (never its message, which may name people)."""
     if isinstance(body, dict):
@@ -82,7 +57,7 @@ class AzureMLHttp:
     def __init__(self, credential: TokenSource, *, scope: str, policy: UrlPolicy, pool_size: int = 16,
                  connect_timeout: float = 10.0, read_timeout: float = 60.0, max_attempts: int = 8,
                  max_retry_after: float = 120.0, backoff_base: float = 0.5, backoff_cap: float = 30.0,
-                 gate: ThrottleGate | None = None, sleep: Any = time.sleep, governor: Governor | None = None,
+                 sleep: Any = time.sleep, governor: Governor | None = None,
                  max_concurrency: int | None = None) -> None:
         self._credential = credential
         self._scope = scope
@@ -93,7 +68,6 @@ class AzureMLHttp:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._sleep = sleep
-        self.gate = gate
         # one governor per origin (ARM, run history, model management ... throttle independently); a
         # governor passed in is shared by every origin
         self._governor = governor
@@ -132,8 +106,6 @@ class AzureMLHttp:
         governor = self.governor(url)
         last: AzureMLError | None = None
         for attempt in range(1, self._max_attempts + 1):
-            if self.gate is not None:
-                self.gate.wait()
             backoff = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
             permit = governor.acquire()
             try:
@@ -146,8 +118,6 @@ class AzureMLHttp:
                 if governor.events != events:
                     log.info("throttled: pacing under the limit", extra={
                         "origin": urlsplit(url).netloc, **governor.stats(), **(governor.history[-1:] or [{}])[0]})
-                if self.gate is not None and exc.retry_after is not None:
-                    self.gate.pause(delay)
                 last = exc
             except RetryableError as exc:
                 governor.release(permit)

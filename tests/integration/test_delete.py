@@ -86,7 +86,7 @@ def test_a_redelivered_delete_request_repeats_its_outcome_and_no_call(services, 
     assert all("Bearer" not in json.dumps(line) for line in lines)
 
 
-def test_the_audit_only_grows_across_requests_with_the_same_blob(services, dsr_env, emulator, make_request):
+def test_the_audit_blob_is_only_ever_appended_to(services, dsr_env, emulator, make_request):
     body = make_request(operation="delete", resourceKinds=["images"], dryRun=True)
     handle(json.dumps(body), services)
     first = _audit_lines(dsr_env, body["requestId"])

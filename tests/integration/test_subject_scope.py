@@ -39,6 +39,19 @@ def test_subject_export_holds_exactly_the_subjects_records(services, dsr_env, em
     # every record there names Jane, or hangs off one of Jane's records
     runs = {line["id"] for line in lines["runs"] if line["matchedBy"] in ("identity", "parent")}
     assert runs
+
+    def attributed(kind: str) -> list[dict[str, Any]]:
+        return [line["data"] for line in lines[kind] if line["matchedBy"] in ("identity", "parent")]
+
+    graphs = attributed("pipelineGraphs")
+    parent_ids = {
+        "pipelineExperiments": runs,
+        "pipelineGraphs": {e.get("graphId") for e in attributed("pipelineExperiments")},
+        "pipelineTemplates": {e.get("templateId") for e in attributed("pipelineExperiments")},
+        "pipelineModules": {n["moduleId"] for g in graphs for n in g.get("moduleNodes", [])},
+        "pipelineDataSources": {n["dataSourceId"] for g in graphs for n in g.get("datasourceNodes", [])},
+    }
+    assert all(parent_ids.values()), "Jane has no pipelines: the inheritance checks would prove nothing"
     for kind, ls in lines.items():
         for line in ls:
             assert line["matchedBy"] in ("identity", "parent", "mention"), line
@@ -49,11 +62,13 @@ def test_subject_export_holds_exactly_the_subjects_records(services, dsr_env, em
             elif kind == "artifacts":
                 assert any(run in line["id"] for run in runs)
             else:
-                assert kind.startswith("pipeline"), (kind, line["id"])
-    # nothing only John's
+                # a pipeline object inherited from Jane's pipeline: its parent is in the bundle as hers
+                assert line["id"] in parent_ids[kind], (kind, line["id"])
+    # nothing of John's came in on its own: every record naming him but not Jane is a child of Jane's
     for kind, ls in lines.items():
         for line in ls:
-            assert not (_names(JOHN, line) and line["matchedBy"] == "mention" and not _names(JANE, line))
+            if _names(JOHN, line) and not _names(JANE, line):
+                assert line["matchedBy"] == "parent", (kind, line["id"])
     # the decoy (Jane's GUID inside a longer token) did not count as a mention
     decoys = [line for ls in lines.values() for line in ls if EMBEDDED_GUID_DECOY in json.dumps(line["data"])]
     assert all(line["matchedBy"] != "mention" or _names(JANE, line) for line in decoys)
