@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo lint typecheck bench audit clean
+.PHONY: setup test test-fast check format lint typecheck bench audit clean
 
 setup: $(VENV)/.stamp node_modules/.stamp
 
@@ -25,13 +25,28 @@ node_modules/.stamp: package.json package-lock.json
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The pure tests: no Node, no Azurite, no emulator process (well under 20 s).
+test-fast: $(VENV)/.stamp
+	$(BIN)/python -m pytest -q -m "not integration" tests/unit
+
+# What CI enforces before the tests: lint, format, strict types, the fast tests.
+check: $(VENV)/.stamp
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(MAKE) --no-print-directory test-fast
+
+format: $(VENV)/.stamp
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
 demo: setup
 	$(BIN)/python -m tools.demo
 
-lint: setup
+lint: $(VENV)/.stamp
 	$(BIN)/ruff check .
 
-typecheck: setup
+typecheck: $(VENV)/.stamp
 	$(BIN)/mypy
 
 bench: setup

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from shared.catalog import load_catalog
-from shared.ports import OutcomePublisher
-from shared.processor import Services
+from shared.domain.catalog import load_catalog
+from shared.logs import protect_existing_handlers
+from shared.ports import DeadLetterStore, OutcomePublisher, RequestSender
+from shared.service.delivery import AUTO_COMPLETE, Delivery, Settlement, Verdict, describe_failure, process_delivery
+from shared.service.processor import Services
+from shared.service.watchdog import sweep
 from shared.settings import Settings, load_settings, require_storage
 
 T = TypeVar("T")
+log = logging.getLogger("dsr.bootstrap")
 
 
 def lazy(factory: Callable[[], T]) -> Callable[[], T]:
@@ -41,8 +47,9 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
-def build_services(settings: Settings | None = None, *, publishers: list[OutcomePublisher] | None = None,
-                   with_servicebus: bool = True) -> Services:
+def build_services(
+    settings: Settings | None = None, *, publishers: list[OutcomePublisher] | None = None, with_servicebus: bool = True
+) -> Services:
     limit_malloc_arenas()  # before any export thread exists
     settings = settings or load_settings()
     require_storage(settings)
@@ -57,12 +64,19 @@ def build_services(settings: Settings | None = None, *, publishers: list[Outcome
     @lazy
     def aml() -> Any:
         from shared.adapters.aml_http import AzureMLHttp
-        from shared.urls import UrlPolicy
+        from shared.domain.urls import UrlPolicy
 
-        return AzureMLHttp(credential(), scope=settings.token_scope, policy=UrlPolicy(settings.endpoints),
-                           pool_size=settings.concurrency * 2, connect_timeout=settings.connect_timeout,
-                           read_timeout=settings.read_timeout, max_attempts=settings.max_attempts,
-                           max_retry_after=settings.max_retry_after, max_concurrency=settings.concurrency)
+        return AzureMLHttp(
+            credential(),
+            scope=settings.token_scope,
+            policy=UrlPolicy(settings.endpoints),
+            pool_size=settings.concurrency * 2,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            max_attempts=settings.max_attempts,
+            max_retry_after=settings.max_retry_after,
+            max_concurrency=settings.concurrency,
+        )
 
     @lazy
     def blob_service() -> Any:
@@ -85,20 +99,100 @@ def build_services(settings: Settings | None = None, *, publishers: list[Outcome
     @lazy
     def state() -> Any:
         from shared.adapters.blob import BlobStateBackend
-        from shared.state import StateStore
+        from shared.service.state import StateStore
 
-        return StateStore(BlobStateBackend(blob_service(), settings.state_container),
-                          lease_seconds=settings.lease_seconds)
+        return StateStore(BlobStateBackend(blob_service(), settings.state_container), lease_seconds=settings.lease_seconds)
 
     chosen = list(publishers or [])
     if with_servicebus and settings.servicebus_namespace and publishers is None:
         from shared.adapters.servicebus import ServiceBusOutcomePublisher
 
-        chosen.append(ServiceBusOutcomePublisher(settings.servicebus_namespace, settings.outcome_queue,
-                                                 credential_factory=credential))
+        chosen.append(
+            ServiceBusOutcomePublisher(settings.servicebus_namespace, settings.outcome_queue, credential_factory=credential)
+        )
     if settings.eventgrid_topic_endpoint and publishers is None:
         from shared.adapters.eventgrid import EventGridOutcomePublisher
 
         chosen.append(EventGridOutcomePublisher(settings.eventgrid_topic_endpoint, credential_factory=credential))
-    return Services(settings=settings, catalog=catalog, aml=aml, bundles=bundles, audit=audit, state=state,
-                    publishers=chosen)
+    return Services(settings=settings, catalog=catalog, aml=aml, bundles=bundles, audit=audit, state=state, publishers=chosen)
+
+
+# -- the process's runtime -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Runtime:
+    services: Services
+    requests: RequestSender | None
+
+
+class ProcessRuntime:
+    """The services of this worker process, built on the first message (not at indexing) and reused."""
+
+    def __init__(self, factory: Callable[[], Runtime] | None = None) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._runtime: Runtime | None = None
+
+    def get(self) -> Runtime:
+        with self._lock:
+            if self._runtime is None:
+                protect_existing_handlers()
+                self._runtime = (self._factory or build_runtime)()
+            return self._runtime
+
+    def reset(self) -> None:
+        with self._lock:
+            self._runtime = None
+
+
+def build_runtime() -> Runtime:
+    services = build_services()
+    settings = services.settings
+    if not settings.servicebus_namespace:
+        return Runtime(services, None)
+    from shared.adapters.identity import build_credential
+    from shared.adapters.servicebus import ServiceBusRequestQueue
+
+    return Runtime(
+        services,
+        ServiceBusRequestQueue(
+            settings.servicebus_namespace, settings.request_queue, credential_factory=lambda: build_credential(settings)
+        ),
+    )
+
+
+PROCESS_RUNTIME = ProcessRuntime()
+
+
+def handle_delivery(body: bytes | str, delivery: Delivery, settlement: Settlement = AUTO_COMPLETE) -> Verdict:
+    """The trigger's one call: process with this process's runtime, then settle."""
+    try:
+        runtime = PROCESS_RUNTIME.get()
+    except Exception as exc:  # noqa: BLE001 - without services nothing can be published; redeliver
+        code, message, _ = describe_failure(exc)
+        log.error(
+            "the app could not start; the message will be redelivered",
+            extra={"messageId": delivery.message_id, "deliveryCount": delivery.delivery_count, "code": code},
+        )
+        verdict = Verdict("redeliver", code=code, reason=message)
+    else:
+        verdict = process_delivery(body, delivery, runtime.services, runtime.requests)
+    settlement.settle(verdict)
+    return verdict
+
+
+def run_watchdog() -> dict[str, int]:
+    """The timer's one call: ``shared.service.watchdog.sweep`` with this process's request queue."""
+    runtime = PROCESS_RUNTIME.get()
+    if runtime.requests is None:
+        log.warning("the watchdog needs ServiceBusConnection__fullyQualifiedNamespace; nothing was re-enqueued")
+        return {"requeued": 0, "failed": 0}
+    return sweep(runtime.services, runtime.requests)
+
+
+def build_dead_letters(settings: Settings, namespace: str, queue: str) -> DeadLetterStore:
+    from shared.adapters.identity import build_credential
+    from shared.adapters.servicebus import ServiceBusDeadLetters
+
+    return ServiceBusDeadLetters(namespace, queue, credential_factory=lambda: build_credential(settings))

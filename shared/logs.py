@@ -21,27 +21,31 @@ _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("dsr_re
 
 # Names whose value is a credential wherever they appear: JSON ("k": "v", also escaped inside another JSON
 # string, or a Python repr 'k': 'v'), headers (k: v) and settings or query strings (k=v).
-_SECRET_NAMES = (r"access_token|refresh_token|id_token|client_secret|clientsecret|client_assertion|"  # noqa: S105
-                 r"accountkey|account_key|sastoken|sas_token|credential|password|passwd|"
-                 r"x-identity-header|identity_header|identity-header|msi_secret|secret")
+_SECRET_NAMES = (
+    r"access_token|refresh_token|id_token|client_secret|clientsecret|client_assertion|"  # noqa: S105
+    r"accountkey|account_key|sastoken|sas_token|credential|password|passwd|"
+    r"x-identity-header|identity_header|identity-header|msi_secret|secret"
+)
 
 _PATTERNS = [
     # an Authorization header of any scheme (Bearer, Basic, SharedKey, ...), quoted or not
-    (re.compile(r"(?i)(\bauthorization\\?[\"']?\s*[:=]\s*\\?[\"']?)(?:[A-Za-z-]+\s+)?[^\s\"',;}\\]+"),
-     r"\1[REDACTED]"),
+    (re.compile(r"(?i)(\bauthorization\\?[\"']?\s*[:=]\s*\\?[\"']?)(?:[A-Za-z-]+\s+)?[^\s\"',;}\\]+"), r"\1[REDACTED]"),
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1[REDACTED]"),
     (re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), "[REDACTED-JWT]"),
-    (re.compile(r"(?i)((?:sig|se|skoid|sktid|skt|ske|sks|skv|code|client_secret|access_token|refresh_token|"
-                r"\$?skiptoken|\$?continuationtoken|token)=)[^&\s\"']+"), r"\1[REDACTED]"),
-    (re.compile(r"(?i)((?:AccountKey|SharedAccessKey|SharedAccessSignature|Password|ClientSecret)=)[^;\s\"']+"),
-     r"\1[REDACTED]"),
+    (
+        re.compile(
+            r"(?i)((?:sig|se|skoid|sktid|skt|ske|sks|skv|code|client_secret|access_token|refresh_token|"
+            r"\$?skiptoken|\$?continuationtoken|token)=)[^&\s\"']+"
+        ),
+        r"\1[REDACTED]",
+    ),
+    (re.compile(r"(?i)((?:AccountKey|SharedAccessKey|SharedAccessSignature|Password|ClientSecret)=)[^;\s\"']+"), r"\1[REDACTED]"),
     # "name": "value" in JSON, \"name\": \"value\" in JSON inside a JSON string, 'name': 'value' in a repr
     (re.compile(rf"(?i)(\\?[\"'](?:{_SECRET_NAMES}|authorization)\\?[\"']\s*:\s*\\?[\"'])[^\"'\\]*"), r"\1[REDACTED]"),
     # name: value / name=value outside quotes (headers, settings, environment dumps)
     (re.compile(rf"(?i)((?<![\w-])(?:{_SECRET_NAMES})\s*[:=]\s*)(?![\"'\\\[])[^\s\"',;&}}\\]+"), r"\1[REDACTED]"),
     # a user principal name (an e-mail address): personal data, never needed in a log line
-    (re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])"),
-     "[REDACTED-UPN]"),
+    (re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])"), "[REDACTED-UPN]"),
 ]
 
 _RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
@@ -60,10 +64,6 @@ def request_context(request_id: str) -> Iterator[None]:
         yield
     finally:
         _request_id.reset(token)
-
-
-def current_request_id() -> str | None:
-    return _request_id.get()
 
 
 def _redact_value(value: Any, depth: int = 0) -> Any:

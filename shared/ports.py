@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from shared.domain.deadletter import DeadLetter, ReplayPlan, ReplayResult
 
 
 @dataclass(frozen=True)
@@ -14,7 +17,7 @@ class ApiResponse:
 
 
 class AzureML(Protocol):
-    """The HTTP seam: success statuses return; every other outcome raises from ``shared.errors``."""
+    """The HTTP seam: success statuses return; every other outcome raises from ``shared.domain.errors``."""
 
     def get(self, url: str) -> ApiResponse: ...
 
@@ -58,5 +61,40 @@ class OutcomePublisher(Protocol):
 class RequestSender(Protocol):
     """Puts a request message (back) on the request queue: continuations and watchdog re-enqueues."""
 
-    def send_request(self, request: dict[str, Any], *, message_id: str, delay_seconds: float = 0.0,
-                     properties: dict[str, Any] | None = None) -> None: ...
+    def send_request(
+        self, request: dict[str, Any], *, message_id: str, delay_seconds: float = 0.0, properties: dict[str, Any] | None = None
+    ) -> None: ...
+
+
+class TokenSource(Protocol):
+    """A credential of azure-identity: the HTTP seam asks it for a bearer token."""
+
+    def get_token(self, *scopes: str) -> Any: ...
+
+
+class StateConflict(Exception):
+    """The state document changed since it was read (ETag mismatch), or already exists."""
+
+
+class StateBackend(Protocol):
+    """Four small I/O methods; ``shared.service.state.StateStore`` holds the logic."""
+
+    def read(self, request_id: str) -> tuple[dict[str, Any], str] | None: ...
+
+    def create(self, request_id: str, document: dict[str, Any]) -> str: ...
+
+    def replace(self, request_id: str, document: dict[str, Any], etag: str) -> str:
+        """Raises ``StateConflict`` when the ETag no longer matches."""
+        ...
+
+    def list_ids(self) -> list[str]: ...
+
+
+class DeadLetterStore(Protocol):
+    """The dead-letter queue of the request queue (``ServiceBusDeadLetters`` implements it)."""
+
+    def peek(self, limit: int) -> list[DeadLetter]: ...
+
+    def replay(self, plans: Sequence[ReplayPlan]) -> list[ReplayResult]: ...
+
+    def close(self) -> None: ...

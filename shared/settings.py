@@ -1,11 +1,10 @@
-"""Typed settings, read once (contract §4). The process environment wins over ``local.settings.json``.
+"""Typed settings, read once (docs/contract.md §4). The process environment wins over ``local.settings.json``.
 
 A missing or malformed setting raises ``ConfigurationError`` naming it, so the app stops at start.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -13,20 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from shared.errors import ConfigurationError
+from shared.domain.errors import ConfigurationError
+from shared.domain.urls import is_loopback_host
 
 LOCAL_SETTINGS_FILE = "local.settings.json"
-
-
-def is_loopback_host(host: str | None) -> bool:
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -40,12 +29,14 @@ class Settings:
     export_container: str = "dsr-exports"
     state_container: str = "dsr-state"
     audit_container: str = "dsr-audit"
-    endpoints: Mapping[str, str] = field(default_factory=lambda: {
-        "arm": "https://management.azure.com",
-        "modelmanagement": "https://{location}.modelmanagement.azureml.net",
-        "experiments": "https://{location}.experiments.azureml.net",
-        "aether": "https://{location}.aether.ms",
-    })
+    endpoints: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "arm": "https://management.azure.com",
+            "modelmanagement": "https://{location}.modelmanagement.azureml.net",
+            "experiments": "https://{location}.experiments.azureml.net",
+            "aether": "https://{location}.aether.ms",
+        }
+    )
     token_scope: str = "https://management.core.windows.net/.default"  # noqa: S105 - a scope, not a secret
     auth: str = "managed-identity"
     managed_identity_client_id: str | None = None
@@ -128,8 +119,10 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
             raise ConfigurationError(f"{name} must be at least {minimum}, got {raw!r}")
         return value
 
-    endpoints = {family: _validate_endpoint(name, text(name, defaults.endpoints[family]) or "")
-                 for family, name in _ENDPOINT_SETTINGS.items()}
+    endpoints = {
+        family: _validate_endpoint(name, text(name, defaults.endpoints[family]) or "")
+        for family, name in _ENDPOINT_SETTINGS.items()
+    }
     auth = text("DSR_AUTH", defaults.auth) or defaults.auth
     if auth not in ("managed-identity", "default"):
         raise ConfigurationError(f"DSR_AUTH must be 'managed-identity' or 'default', got {auth!r}")
@@ -137,12 +130,19 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
     if blob_uri is not None:
         _validate_endpoint("DSR_STORAGE__blobServiceUri", blob_uri)
     containers = {}
-    for name, default in (("DSR_EXPORT_CONTAINER", defaults.export_container),
-                          ("DSR_STATE_CONTAINER", defaults.state_container),
-                          ("DSR_AUDIT_CONTAINER", defaults.audit_container)):
+    for name, default in (
+        ("DSR_EXPORT_CONTAINER", defaults.export_container),
+        ("DSR_STATE_CONTAINER", defaults.state_container),
+        ("DSR_AUDIT_CONTAINER", defaults.audit_container),
+    ):
         value = text(name, default) or default
-        if not (3 <= len(value) <= 63) or not value.replace("-", "").isalnum() or not value.islower() \
-                or value.startswith("-") or "--" in value:
+        if (
+            not (3 <= len(value) <= 63)
+            or not value.replace("-", "").isalnum()
+            or not value.islower()
+            or value.startswith("-")
+            or "--" in value
+        ):
             raise ConfigurationError(f"{name} is not a valid blob container name: {value!r}")
         containers[name] = value
     scope = text("DSR_TOKEN_SCOPE", defaults.token_scope) or defaults.token_scope
@@ -156,7 +156,8 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
         outcome_queue=text("DSR_OUTCOME_QUEUE", defaults.outcome_queue) or defaults.outcome_queue,
         servicebus_namespace=text("ServiceBusConnection__fullyQualifiedNamespace"),
         eventgrid_topic_endpoint=_validate_endpoint("DSR_EVENTGRID_TOPIC_ENDPOINT", eg)
-        if (eg := text("DSR_EVENTGRID_TOPIC_ENDPOINT")) else None,
+        if (eg := text("DSR_EVENTGRID_TOPIC_ENDPOINT"))
+        else None,
         storage_connection_string=text("DSR_STORAGE"),
         storage_blob_uri=blob_uri,
         export_container=containers["DSR_EXPORT_CONTAINER"],
@@ -177,8 +178,7 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
         time_budget_seconds=number("DSR_TIME_BUDGET_SECONDS", defaults.time_budget_seconds, minimum=1),
         checkpoint_seconds=number("DSR_CHECKPOINT_SECONDS", defaults.checkpoint_seconds, minimum=0.1),
         watchdog_idle_seconds=number("DSR_WATCHDOG_IDLE_SECONDS", defaults.watchdog_idle_seconds, minimum=1),
-        watchdog_max_requeues=int(number("DSR_WATCHDOG_MAX_REQUEUES", defaults.watchdog_max_requeues, minimum=0,
-                                         integer=True)),
+        watchdog_max_requeues=int(number("DSR_WATCHDOG_MAX_REQUEUES", defaults.watchdog_max_requeues, minimum=0, integer=True)),
         log_level=log_level,
     )
 
@@ -187,4 +187,5 @@ def require_storage(settings: Settings) -> None:
     if not (settings.storage_connection_string or settings.storage_blob_uri):
         raise ConfigurationError(
             "DSR_STORAGE__blobServiceUri (managed identity) or DSR_STORAGE (a connection string; "
-            "UseDevelopmentStorage=true for Azurite) must be set")
+            "UseDevelopmentStorage=true for Azurite) must be set"
+        )

@@ -6,7 +6,6 @@ export/audit containers, and the process environment pointing the app at both.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,22 +13,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.bundles import DEMO_TARGET, RecordingPublisher
 from tools.azurite import Azurite
-from tools.emulator import DEMO_LOCATION, DEMO_RESOURCE_GROUP, DEMO_SUBSCRIPTION, DEMO_WORKSPACE, EmulatorServer
+from tools.emulator import EmulatorServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
-DEMO_TARGET = {"subscriptionId": DEMO_SUBSCRIPTION, "resourceGroup": DEMO_RESOURCE_GROUP,
-               "workspace": DEMO_WORKSPACE, "location": DEMO_LOCATION}
-
-
-class RecordingPublisher:
-    """A fake outcome publisher (implements shared.ports.OutcomePublisher)."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def publish(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +34,19 @@ def emulator_server() -> Iterator[EmulatorServer]:
 
 @pytest.fixture
 def emulator(emulator_server: EmulatorServer) -> Iterator[EmulatorServer]:
-    emulator_server.configure(faults={}, latency_ms=0, rate=None, burst=None, drop_delete_response=[],
-                              retry_after=0, lro_polls=1, service_delete_polls=1, scale=1.0, seed=1, page_size=2)
+    emulator_server.configure(
+        faults={},
+        latency_ms=0,
+        rate=None,
+        burst=None,
+        drop_delete_response=[],
+        retry_after=0,
+        lro_polls=1,
+        service_delete_polls=1,
+        scale=1.0,
+        seed=1,
+        page_size=2,
+    )
     emulator_server.reset()
     yield emulator_server
 
@@ -65,8 +64,15 @@ def dsr_env(emulator: EmulatorServer, azurite: Azurite, monkeypatch: pytest.Monk
         "DSR_MAX_RETRY_AFTER_SECONDS": "2",
         "DSR_LRO_DEADLINE_SECONDS": "30",
     }
-    for name in ("ServiceBusConnection__fullyQualifiedNamespace", "DSR_AUTH", "DSR_MANAGED_IDENTITY_CLIENT_ID",
-                 "MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT"):
+    for name in (
+        "ServiceBusConnection__fullyQualifiedNamespace",
+        "DSR_AUTH",
+        "DSR_MANAGED_IDENTITY_CLIENT_ID",
+        "MSI_ENDPOINT",
+        "MSI_SECRET",
+        "IDENTITY_SERVER_THUMBPRINT",
+        "IMDS_ENDPOINT",
+    ):
         monkeypatch.delenv(name, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -101,20 +107,3 @@ def make_request() -> Callable[..., dict[str, Any]]:
         return body
 
     return make
-
-
-def blob_container(env: dict[str, str], name_setting: str = "DSR_EXPORT_CONTAINER") -> Any:
-    from azure.storage.blob import BlobServiceClient
-
-    return BlobServiceClient.from_connection_string(env["DSR_STORAGE"]).get_container_client(env[name_setting])
-
-
-def read_bundle(env: dict[str, str], request_id: str) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
-    """The manifest and, per file name, the parsed lines."""
-    container = blob_container(env)
-    manifest = json.loads(container.download_blob(f"{request_id}/manifest.json").readall())
-    files = {}
-    for entry in manifest["files"]:
-        raw = container.download_blob(entry["name"]).readall()
-        files[entry["name"]] = [json.loads(line) for line in raw.splitlines() if line]
-    return manifest, files

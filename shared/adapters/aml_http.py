@@ -4,7 +4,7 @@ A pooled Session shared by the worker threads (one keep-alive connection per thr
 connect/read timeouts, bounded retries with jittered backoff on 429, 5xx and dropped connections, the URL
 policy on every call (no redirects followed), and the bearer token from azure-identity (cached and
 refreshed by the library, never logged). Every attempt is admitted by the process-wide rate governor of
-its origin (``shared.governor``): it honours Retry-After for every thread, paces the calls just under the
+its origin (``shared.domain.governor``): it honours Retry-After for every thread, paces the calls just under the
 limit it learns from 429s, and adapts the concurrency.
 """
 
@@ -15,13 +15,13 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from shared.errors import (
+from shared.domain.errors import (
     AzureMLError,
     BadResponseError,
     RetryableError,
@@ -29,15 +29,11 @@ from shared.errors import (
     classify_status,
     parse_retry_after,
 )
-from shared.governor import Governor
-from shared.ports import ApiResponse
-from shared.urls import UrlPolicy, redact_url
+from shared.domain.governor import Governor
+from shared.domain.urls import UrlPolicy, redact_url
+from shared.ports import ApiResponse, TokenSource
 
 log = logging.getLogger("dsr.http")
-
-
-class TokenSource(Protocol):
-    def get_token(self, *scopes: str) -> Any: ...
 
 
 def _error_code(body: Any) -> str:
@@ -45,20 +41,32 @@ def _error_code(body: Any) -> str:
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict) and isinstance(err.get("code"), str):
-            return err["code"][:64]
+            return str(err["code"])[:64]
         if isinstance(body.get("code"), str):
-            return body["code"][:64]
+            return str(body["code"])[:64]
     return ""
 
 
 class AzureMLHttp:
     """Implements ``shared.ports.AzureML``."""
 
-    def __init__(self, credential: TokenSource, *, scope: str, policy: UrlPolicy, pool_size: int = 16,
-                 connect_timeout: float = 10.0, read_timeout: float = 60.0, max_attempts: int = 8,
-                 max_retry_after: float = 120.0, backoff_base: float = 0.5, backoff_cap: float = 30.0,
-                 sleep: Any = time.sleep, governor: Governor | None = None,
-                 max_concurrency: int | None = None) -> None:
+    def __init__(
+        self,
+        credential: TokenSource,
+        *,
+        scope: str,
+        policy: UrlPolicy,
+        pool_size: int = 16,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        max_attempts: int = 8,
+        max_retry_after: float = 120.0,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        sleep: Any = time.sleep,
+        governor: Governor | None = None,
+        max_concurrency: int | None = None,
+    ) -> None:
         self._credential = credential
         self._scope = scope
         self._policy = policy
@@ -116,8 +124,10 @@ class AzureMLHttp:
                 events = governor.events
                 governor.throttled(permit, delay, rate_limited=exc.status == 429)
                 if governor.events != events:
-                    log.info("throttled: pacing under the limit", extra={
-                        "origin": urlsplit(url).netloc, **governor.stats(), **(governor.history[-1:] or [{}])[0]})
+                    log.info(
+                        "throttled: pacing under the limit",
+                        extra={"origin": urlsplit(url).netloc, **governor.stats(), **(governor.history[-1:] or [{}])[0]},
+                    )
                 last = exc
             except RetryableError as exc:
                 governor.release(permit)
@@ -134,22 +144,28 @@ class AzureMLHttp:
                 governor.succeeded(permit, response.headers)
                 return response
             if attempt < self._max_attempts:
-                log.debug("retrying", extra={"method": method, "url": redact_url(url), "attempt": attempt,
-                                             "error": last.code, "status": last.status})
+                log.debug(
+                    "retrying",
+                    extra={
+                        "method": method,
+                        "url": redact_url(url),
+                        "attempt": attempt,
+                        "error": last.code,
+                        "status": last.status,
+                    },
+                )
         assert last is not None
         last.message = f"{last.message} (gave up after {self._max_attempts} attempts)"
         raise last
 
     def _once(self, method: str, url: str) -> ApiResponse:
         token = self._credential.get_token(self._scope).token
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
-                   "User-Agent": "aml-dsr/1.0"}
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json", "User-Agent": "aml-dsr/1.0"}
         with self._count_lock:
             self.calls += 1
         started = time.monotonic()
         try:
-            response = self._session.request(method, url, headers=headers, timeout=self._timeout,
-                                             allow_redirects=False)
+            response = self._session.request(method, url, headers=headers, timeout=self._timeout, allow_redirects=False)
             content = response.content
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise RetryableError(f"connection failed ({type(exc).__name__})", code="connection_failed") from None
@@ -163,8 +179,10 @@ class AzureMLHttp:
             except ValueError:
                 if 200 <= status < 300:
                     raise RetryableError(f"HTTP {status} with a body that is not JSON", code="bad_json") from None
-        log.debug("call", extra={"method": method, "url": redact_url(url), "status": status,
-                                 "ms": round((time.monotonic() - started) * 1000)})
+        log.debug(
+            "call",
+            extra={"method": method, "url": redact_url(url), "status": status, "ms": round((time.monotonic() - started) * 1000)},
+        )
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if status == 200 and _error_code(body) == "RequestThrottled":
             status = 429

@@ -7,9 +7,11 @@ import json
 import threading
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient, ContentSettings
 
+from shared.ports import StateConflict
 from shared.settings import Settings
 
 _JSON = ContentSettings(content_type="application/json")
@@ -112,11 +114,11 @@ class BlobAuditLog:
             except ResourceExistsError:
                 pass
             for start in range(0, len(data), 4 * 1024 * 1024):
-                blob.append_block(data[start:start + 4 * 1024 * 1024])
+                blob.append_block(data[start : start + 4 * 1024 * 1024])
 
 
 class BlobStateBackend:
-    """Implements ``shared.state.StateBackend``: one JSON blob per request, ETag conditions on every write."""
+    """Implements ``shared.ports.StateBackend``: one JSON blob per request, ETag conditions on every write."""
 
     def __init__(self, service: BlobServiceClient, container: str) -> None:
         self._container = _Container(service, container)
@@ -133,8 +135,6 @@ class BlobStateBackend:
         return json.loads(downloader.readall()), str(downloader.properties.etag)
 
     def create(self, request_id: str, document: dict[str, Any]) -> str:
-        from shared.state import StateConflict
-
         try:
             blob = self._container.client.get_blob_client(self._name(request_id))
             result = blob.upload_blob(json.dumps(document).encode(), overwrite=False, content_settings=_JSON)
@@ -143,15 +143,15 @@ class BlobStateBackend:
         return str(result["etag"])
 
     def replace(self, request_id: str, document: dict[str, Any], etag: str) -> str:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceModifiedError
-
-        from shared.state import StateConflict
-
         blob = self._container.client.get_blob_client(self._name(request_id))
         try:
-            result = blob.upload_blob(json.dumps(document).encode(), overwrite=True, etag=etag,
-                                      match_condition=MatchConditions.IfNotModified, content_settings=_JSON)
+            result = blob.upload_blob(
+                json.dumps(document).encode(),
+                overwrite=True,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+                content_settings=_JSON,
+            )
         except (ResourceModifiedError, ResourceNotFoundError):
             raise StateConflict(request_id) from None
         return str(result["etag"])

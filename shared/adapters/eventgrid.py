@@ -10,8 +10,9 @@ from typing import Any
 class EventGridOutcomePublisher:
     """Implements ``shared.ports.OutcomePublisher``; one client per process, created on first use."""
 
-    def __init__(self, endpoint: str, *, credential_factory: Callable[[], Any],
-                 client_factory: Callable[[str, Any], Any] | None = None) -> None:
+    def __init__(
+        self, endpoint: str, *, credential_factory: Callable[[], Any], client_factory: Callable[[str, Any], Any] | None = None
+    ) -> None:
         self._endpoint = endpoint
         self._credential_factory = credential_factory
         self._client_factory = client_factory

@@ -18,8 +18,8 @@ from typing import Any
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceiveMode, ServiceBusSubQueue
 
-from shared.dlq import DeadLetter, ReplayPlan, ReplayResult, request_id_of, text_properties
-from shared.outcome import CONTENT_TYPE
+from shared.domain.deadletter import DeadLetter, ReplayPlan, ReplayResult, request_id_of, text_properties
+from shared.domain.outcome import CONTENT_TYPE
 
 log = logging.getLogger("dsr.servicebus")
 
@@ -54,8 +54,14 @@ def close_shared_clients() -> None:
 class _Client:
     """The lazily obtained client of one namespace: the shared one, or one from ``client_factory``."""
 
-    def __init__(self, namespace: str, credential_factory: Callable[[], Any] | None,
-                 client_factory: Callable[[], Any] | None, *, shared: bool = True) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        credential_factory: Callable[[], Any] | None,
+        client_factory: Callable[[], Any] | None,
+        *,
+        shared: bool = True,
+    ) -> None:
         if client_factory is None and credential_factory is None:
             raise ValueError("a credential_factory (or a client_factory) is required")
         self.namespace = namespace
@@ -70,8 +76,11 @@ class _Client:
                 self._client = self._client_factory()
             else:
                 assert self._credential_factory is not None
-                self._client = (connect(self.namespace, self._credential_factory()) if self._own
-                                else shared_client(self.namespace, self._credential_factory))
+                self._client = (
+                    connect(self.namespace, self._credential_factory())
+                    if self._own
+                    else shared_client(self.namespace, self._credential_factory)
+                )
         return self._client
 
     def close(self) -> None:
@@ -133,8 +142,14 @@ def outcome_message(event: dict[str, Any]) -> ServiceBusMessage:
 class ServiceBusOutcomePublisher:
     """Implements ``shared.ports.OutcomePublisher`` on the outcome queue."""
 
-    def __init__(self, namespace: str, queue: str, *, credential_factory: Callable[[], Any] | None = None,
-                 client_factory: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        queue: str,
+        *,
+        credential_factory: Callable[[], Any] | None = None,
+        client_factory: Callable[[], Any] | None = None,
+    ) -> None:
         self.queue = queue
         self._client = _Client(namespace, credential_factory, client_factory)
         self._sender = _Sender(self._client, queue)
@@ -151,19 +166,32 @@ class ServiceBusOutcomePublisher:
 class ServiceBusRequestQueue:
     """Implements ``shared.ports.RequestSender``: continuations and watchdog re-enqueues of a request."""
 
-    def __init__(self, namespace: str, queue: str, *, credential_factory: Callable[[], Any] | None = None,
-                 client_factory: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        queue: str,
+        *,
+        credential_factory: Callable[[], Any] | None = None,
+        client_factory: Callable[[], Any] | None = None,
+    ) -> None:
         self.queue = queue
         self._client = _Client(namespace, credential_factory, client_factory)
         self._sender = _Sender(self._client, queue)
 
-    def send_request(self, request: dict[str, Any], *, message_id: str, delay_seconds: float = 0.0,
-                     properties: dict[str, Any] | None = None) -> None:
+    def send_request(
+        self, request: dict[str, Any], *, message_id: str, delay_seconds: float = 0.0, properties: dict[str, Any] | None = None
+    ) -> None:
         props: dict[str | bytes, Any] = dict((properties or {}).items())
         when = datetime.now(UTC) + timedelta(seconds=delay_seconds) if delay_seconds > 0 else None
-        self._sender.send(ServiceBusMessage(json.dumps(request, ensure_ascii=False), message_id=message_id,
-                                            content_type="application/json", application_properties=props,
-                                            scheduled_enqueue_time_utc=when))
+        self._sender.send(
+            ServiceBusMessage(
+                json.dumps(request, ensure_ascii=False),
+                message_id=message_id,
+                content_type="application/json",
+                application_properties=props,
+                scheduled_enqueue_time_utc=when,
+            )
+        )
 
     def close(self) -> None:
         self._sender.close()
@@ -179,8 +207,9 @@ def message_body(message: Any) -> bytes:
         return body.encode("utf-8")
     if isinstance(body, (dict, list, int, float, bool)) or body is None:
         return json.dumps(body).encode("utf-8")
-    return b"".join(bytes(section) if isinstance(section, (bytes, bytearray)) else str(section).encode("utf-8")
-                    for section in body)
+    return b"".join(
+        bytes(section) if isinstance(section, (bytes, bytearray)) else str(section).encode("utf-8") for section in body
+    )
 
 
 def dead_letter_of(message: Any) -> DeadLetter:
@@ -214,17 +243,25 @@ def replay_message(message: Any, plan: ReplayPlan) -> ServiceBusMessage:
 
 
 class ServiceBusDeadLetters:
-    """Implements ``shared.dlq.DeadLetterStore`` on the dead-letter sub-queue of the request queue."""
+    """Implements ``shared.ports.DeadLetterStore`` on the dead-letter sub-queue of the request queue."""
 
-    def __init__(self, namespace: str, queue: str, *, credential_factory: Callable[[], Any] | None = None,
-                 client_factory: Callable[[], Any] | None = None, max_wait_time: float = 5.0) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        queue: str,
+        *,
+        credential_factory: Callable[[], Any] | None = None,
+        client_factory: Callable[[], Any] | None = None,
+        max_wait_time: float = 5.0,
+    ) -> None:
         self.queue = queue
         self._client = _Client(namespace, credential_factory, client_factory, shared=False)  # a short-lived ops tool
         self._max_wait_time = max_wait_time
 
     def _receiver(self, mode: ServiceBusReceiveMode) -> Any:
-        return self._client.get().get_queue_receiver(self.queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER,
-                                                     receive_mode=mode, max_wait_time=self._max_wait_time)
+        return self._client.get().get_queue_receiver(
+            self.queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER, receive_mode=mode, max_wait_time=self._max_wait_time
+        )
 
     def peek(self, limit: int) -> list[DeadLetter]:
         """Browse without locking: nothing is settled, delivery counts do not move."""
@@ -233,8 +270,9 @@ class ServiceBusDeadLetters:
         try:
             next_sequence = 0
             while len(letters) < limit:
-                batch = receiver.peek_messages(max_message_count=min(PEEK_BATCH, limit - len(letters)),
-                                               sequence_number=next_sequence)
+                batch = receiver.peek_messages(
+                    max_message_count=min(PEEK_BATCH, limit - len(letters)), sequence_number=next_sequence
+                )
                 if not batch:
                     break
                 letters.extend(dead_letter_of(m) for m in batch)
@@ -283,11 +321,16 @@ class ServiceBusDeadLetters:
         try:
             receiver.complete_message(message)
         except Exception as exc:  # noqa: BLE001 - the copy is on the queue; a second replay reuses its id
-            return ReplayResult(plan, "resent_not_completed",
-                                f"resent, but completing the dead letter failed ({type(exc).__name__}); "
-                                "replaying it again reuses the same message id")
-        log.info("dead letter replayed", extra={"messageId": plan.letter.message_id, "newMessageId": plan.new_message_id,
-                                               "requestId": plan.letter.request_id})
+            return ReplayResult(
+                plan,
+                "resent_not_completed",
+                f"resent, but completing the dead letter failed ({type(exc).__name__}); "
+                "replaying it again reuses the same message id",
+            )
+        log.info(
+            "dead letter replayed",
+            extra={"messageId": plan.letter.message_id, "newMessageId": plan.new_message_id, "requestId": plan.letter.request_id},
+        )
         return ReplayResult(plan, "replayed")
 
     def close(self) -> None:

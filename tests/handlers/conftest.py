@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.servicebus.fakes import FakeServiceBusClient
+from tests.support.servicebus_fakes import FakeServiceBusClient
 
 NAMESPACE = "dsr-test.servicebus.windows.net"
 
@@ -54,7 +54,7 @@ def servicebus(monkeypatch: pytest.MonkeyPatch) -> FakeNamespace:
 def app_env(dsr_env: dict[str, str], servicebus: FakeNamespace, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """The settings of a deployed app (Azurite, the emulator, a Service Bus namespace); a fresh process runtime."""
     from shared.adapters.servicebus import close_shared_clients
-    from shared.delivery import PROCESS_RUNTIME
+    from shared.bootstrap import PROCESS_RUNTIME
 
     monkeypatch.setenv("ServiceBusConnection__fullyQualifiedNamespace", NAMESPACE)
     monkeypatch.setenv("DSR_REQUEST_QUEUE", "dsr-requests")

@@ -16,8 +16,6 @@ from tests.handlers.conftest import indexed as _functions
 ROOT = Path(__file__).resolve().parents[2]
 
 
-
-
 def test_the_indexed_app_has_one_service_bus_trigger_on_the_request_queue() -> None:
     # GIVEN the app, indexed the way the worker does it
     functions = _functions()
@@ -27,15 +25,17 @@ def test_the_indexed_app_has_one_service_bus_trigger_on_the_request_queue() -> N
     # AND its only binding is a single-message, auto-completing Service Bus queue trigger on
     # %DSR_REQUEST_QUEUE% with the identity-based connection ServiceBusConnection
     bindings = json.loads(function.get_function_json())["bindings"]
-    assert bindings == [{
-        "direction": "IN",
-        "type": "serviceBusTrigger",
-        "name": "msg",
-        "connection": "ServiceBusConnection",
-        "queueName": "%DSR_REQUEST_QUEUE%",
-        "cardinality": "ONE",
-        "autoCompleteMessages": True,
-    }]
+    assert bindings == [
+        {
+            "direction": "IN",
+            "type": "serviceBusTrigger",
+            "name": "msg",
+            "connection": "ServiceBusConnection",
+            "queueName": "%DSR_REQUEST_QUEUE%",
+            "cardinality": "ONE",
+            "autoCompleteMessages": True,
+        }
+    ]
     (raw,) = function.get_bindings_dict()["bindings"]
     assert str(raw["cardinality"].value) == "one"
     assert function.get_trigger().get_binding_name() == "serviceBusTrigger"
@@ -54,9 +54,11 @@ def test_the_watchdog_is_a_timer_that_does_not_run_at_startup() -> None:
 
 def test_importing_the_app_loads_no_sdk_and_no_service_layer() -> None:
     # GIVEN a fresh interpreter (the worker indexing the app)
-    probe = ("import sys, function_app; "
-             "print('\\n'.join(sorted(m for m in sys.modules if m == 'requests' or m.startswith("
-             "('requests.', 'azure.identity', 'azure.storage', 'azure.servicebus', 'azure.core', 'pydantic', 'shared')))))")
+    probe = (
+        "import sys, function_app; "
+        "print('\\n'.join(sorted(m for m in sys.modules if m == 'requests' or m.startswith("
+        "('requests.', 'azure.identity', 'azure.storage', 'azure.servicebus', 'azure.core', 'pydantic', 'shared')))))"
+    )
     # WHEN it imports function_app
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
     # THEN no Azure SDK client library, no requests and not even the service layer was imported
@@ -125,8 +127,11 @@ def test_funcignore_keeps_the_app_in_the_package() -> None:
 
 def test_requirements_pin_what_the_app_imports() -> None:
     # GIVEN requirements.txt (what Azure installs)
-    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
-                if line.strip() and not line.startswith("#"))
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
     # THEN the Functions library and the Service Bus client are pinned exactly
     assert {"azure-functions", "azure-servicebus", "azure-identity"} <= set(pins)
     assert all(re.fullmatch(r"\d+(\.\d+)+", v.strip()) for v in pins.values())

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from azure.functions.servicebus import ServiceBusMessage as TriggerMessage
 
-from shared.delivery import DeliveryFailed
-from shared.outcome import CONTENT_TYPE
-from tests.conftest import read_bundle
+from shared.domain.outcome import CONTENT_TYPE
+from shared.service.delivery import DeliveryFailed
 from tests.handlers.conftest import NAMESPACE, FakeNamespace, indexed
+from tests.support.bundles import read_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -31,20 +31,29 @@ def fixture_body(name: str) -> bytes:
     return (MESSAGES / name).read_bytes()
 
 
-def trigger_message(body: bytes, *, delivery_count: int = 1, message_id: str | None = None,
-                    properties: dict[str, Any] | None = None) -> TriggerMessage:
+def trigger_message(
+    body: bytes, *, delivery_count: int = 1, message_id: str | None = None, properties: dict[str, Any] | None = None
+) -> TriggerMessage:
     """What the worker builds from the host's delivery."""
-    return TriggerMessage(body=body, message_id=message_id or uuid.uuid4().hex, delivery_count=delivery_count,
-                          enqueued_time_utc=datetime.now(UTC), application_properties=properties or {},
-                          user_properties={}, content_type="application/json", sequence_number=1)
+    return TriggerMessage(
+        body=body,
+        message_id=message_id or uuid.uuid4().hex,
+        delivery_count=delivery_count,
+        enqueued_time_utc=datetime.now(UTC),
+        application_properties=properties or {},
+        user_properties={},
+        content_type="application/json",
+        sequence_number=1,
+    )
 
 
 def deliver(message: TriggerMessage) -> None:
     indexed()["dsr_request"].get_user_function()(message)
 
 
-def test_a_valid_request_is_processed_published_as_a_cloudevent_and_completed(app_env: dict[str, str],
-                                                                                servicebus: FakeNamespace) -> None:
+def test_a_valid_request_is_processed_published_as_a_cloudevent_and_completed(
+    app_env: dict[str, str], servicebus: FakeNamespace
+) -> None:
     # GIVEN a plain export request on its first delivery
     body = fixture_body("export-request.json")
     # WHEN the trigger runs it
@@ -65,13 +74,17 @@ def test_a_valid_request_is_processed_published_as_a_cloudevent_and_completed(ap
     assert manifest["status"] == "completed"
 
 
-@pytest.mark.parametrize(("name", "request_id", "event_type"), [
-    ("export-request.cloudevent.json", "TCK-2026-000124", "aml.dsr.export.completed"),
-    ("export-request.eventgrid.json", "TCK-2026-000125", "aml.dsr.export.completed"),
-    ("delete-request.dry-run.json", "TCK-2026-000126", "aml.dsr.delete.completed"),
-])
-def test_event_grid_deliveries_and_a_delete_dry_run_complete(app_env: dict[str, str], servicebus: FakeNamespace,
-                                                             name: str, request_id: str, event_type: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "request_id", "event_type"),
+    [
+        ("export-request.cloudevent.json", "TCK-2026-000124", "aml.dsr.export.completed"),
+        ("export-request.eventgrid.json", "TCK-2026-000125", "aml.dsr.export.completed"),
+        ("delete-request.dry-run.json", "TCK-2026-000126", "aml.dsr.delete.completed"),
+    ],
+)
+def test_event_grid_deliveries_and_a_delete_dry_run_complete(
+    app_env: dict[str, str], servicebus: FakeNamespace, name: str, request_id: str, event_type: str
+) -> None:
     # GIVEN a request as Event Grid delivers it into the queue (CloudEvent or Event Grid schema), or a dry run
     # WHEN the trigger runs it
     deliver(trigger_message(fixture_body(name)))
@@ -80,14 +93,18 @@ def test_event_grid_deliveries_and_a_delete_dry_run_complete(app_env: dict[str, 
     assert (event["data"]["requestId"], event["type"], event["data"]["status"]) == (request_id, event_type, "completed")
 
 
-@pytest.mark.parametrize(("name", "request_id", "code"), [
-    ("invalid.unknown-field.json", "TCK-2026-000127", "unknown_field"),
-    ("invalid.hostile-location.json", "TCK-2026-000128", None),
-    ("invalid.truncated.json", None, "invalid_json"),
-    ("invalid.cloudevent-without-data.json", None, "invalid_envelope"),
-])
-def test_an_invalid_request_is_rejected_and_completed(app_env: dict[str, str], servicebus: FakeNamespace, emulator: Any,
-                                                      name: str, request_id: str | None, code: str | None) -> None:
+@pytest.mark.parametrize(
+    ("name", "request_id", "code"),
+    [
+        ("invalid.unknown-field.json", "TCK-2026-000127", "unknown_field"),
+        ("invalid.hostile-location.json", "TCK-2026-000128", None),
+        ("invalid.truncated.json", None, "invalid_json"),
+        ("invalid.cloudevent-without-data.json", None, "invalid_envelope"),
+    ],
+)
+def test_an_invalid_request_is_rejected_and_completed(
+    app_env: dict[str, str], servicebus: FakeNamespace, emulator: Any, name: str, request_id: str | None, code: str | None
+) -> None:
     # GIVEN a message that can never succeed, on its first delivery
     # WHEN the trigger runs it
     deliver(trigger_message(fixture_body(name)))  # no exception: completed, never retried
@@ -105,7 +122,8 @@ def test_an_invalid_request_is_rejected_and_completed(app_env: dict[str, str], s
 
 
 def test_a_transient_failure_before_the_last_delivery_raises_and_publishes_nothing(
-        app_env: dict[str, str], servicebus: FakeNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    app_env: dict[str, str], servicebus: FakeNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # GIVEN the managed-identity endpoint refuses tokens (azure-identity raises an AzureError)
     monkeypatch.setenv("IDENTITY_HEADER", "not-the-header")
     # WHEN the trigger runs a valid request on its first of 10 deliveries
@@ -119,8 +137,13 @@ def test_a_transient_failure_before_the_last_delivery_raises_and_publishes_nothi
 
 @pytest.mark.parametrize(("max_delivery_count", "delivery_count"), [(None, 10), ("3", 3), ("3", 5)])
 def test_a_transient_failure_on_the_last_delivery_publishes_failed_then_raises(
-        app_env: dict[str, str], servicebus: FakeNamespace, emulator: Any, monkeypatch: pytest.MonkeyPatch,
-        max_delivery_count: str | None, delivery_count: int) -> None:
+    app_env: dict[str, str],
+    servicebus: FakeNamespace,
+    emulator: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    max_delivery_count: str | None,
+    delivery_count: int,
+) -> None:
     # GIVEN token requests fail, and this is the last delivery the queue allows (DSR_MAX_DELIVERY_COUNT, default 10)
     monkeypatch.setenv("IDENTITY_HEADER", "not-the-header")
     if max_delivery_count:
@@ -135,12 +158,13 @@ def test_a_transient_failure_on_the_last_delivery_publishes_failed_then_raises(
     assert (event["type"], event["data"]["requestId"]) == ("aml.dsr.export.failed", "TCK-2026-000123")
     assert [e["code"] for e in event["data"]["errors"]] == ["azure_service_unavailable"]
     # AND the event carries no stack trace, no token, no identity header, no exception text
-    for leak in ("Traceback", "File \"", "Bearer", "eyJ", "not-the-header", "X-IDENTITY-HEADER", emulator.identity_header):
+    for leak in ("Traceback", 'File "', "Bearer", "eyJ", "not-the-header", "X-IDENTITY-HEADER", emulator.identity_header):
         assert leak not in raw
 
 
 def test_an_outcome_queue_outage_is_redelivered_and_the_redelivery_republishes_the_stored_outcome(
-        app_env: dict[str, str], servicebus: FakeNamespace) -> None:
+    app_env: dict[str, str], servicebus: FakeNamespace
+) -> None:
     # GIVEN the outcome queue fails the next send
     servicebus.send_failures = 1
     body = fixture_body("export-request.json")
@@ -157,7 +181,8 @@ def test_an_outcome_queue_outage_is_redelivered_and_the_redelivery_republishes_t
 
 
 def test_azure_ml_unavailable_for_everything_is_redelivered_then_failed_on_the_last_delivery(
-        app_env: dict[str, str], servicebus: FakeNamespace, emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    app_env: dict[str, str], servicebus: FakeNamespace, emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # GIVEN every Azure ML call answers 503 and the HTTP layer tries once
     monkeypatch.setenv("DSR_MAX_ATTEMPTS", "1")
     emulator.configure(faults={"503": 1.0})
@@ -181,7 +206,8 @@ def test_azure_ml_unavailable_for_everything_is_redelivered_then_failed_on_the_l
 
 
 def test_a_spent_time_budget_sends_a_continuation_that_finishes_the_request(
-        app_env: dict[str, str], servicebus: FakeNamespace, emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    app_env: dict[str, str], servicebus: FakeNamespace, emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # GIVEN a time budget far shorter than the export (slow Azure ML answers)
     monkeypatch.setenv("DSR_TIME_BUDGET_SECONDS", "1")
     monkeypatch.setenv("DSR_CHECKPOINT_SECONDS", "0.2")
@@ -199,8 +225,9 @@ def test_a_spent_time_budget_sends_a_continuation_that_finishes_the_request(
         sent = servicebus.messages("dsr-requests")
         assert len(sent) == len(continuations) + 1, "a suspended delivery must send exactly one continuation"
         continuations.append(sent[-1])
-        message = trigger_message(b"".join(sent[-1].body), message_id=sent[-1].message_id,
-                                  properties=dict(sent[-1].application_properties))
+        message = trigger_message(
+            b"".join(sent[-1].body), message_id=sent[-1].message_id, properties=dict(sent[-1].application_properties)
+        )
     # THEN at least one continuation was needed, each with a derived id and its number recorded
     assert continuations
     for n, sent_message in enumerate(continuations, start=1):
@@ -215,18 +242,23 @@ def test_a_spent_time_budget_sends_a_continuation_that_finishes_the_request(
     assert manifest["status"] == "completed"
 
 
-def test_the_delivery_facts_reach_the_logs(app_env: dict[str, str], servicebus: FakeNamespace,
-                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_the_delivery_facts_reach_the_logs(
+    app_env: dict[str, str], servicebus: FakeNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="dsr")
-    deliver(trigger_message(fixture_body("invalid.unknown-field.json"), delivery_count=4, message_id="m-42",
-                            properties={"dsrReplayCount": 1}))
+    deliver(
+        trigger_message(
+            fixture_body("invalid.unknown-field.json"), delivery_count=4, message_id="m-42", properties={"dsrReplayCount": 1}
+        )
+    )
     (received,) = [r for r in caplog.records if r.getMessage() == "message received"]
     facts = tuple(getattr(received, name) for name in ("messageId", "deliveryCount", "dsrReplayCount"))
     assert facts == ("m-42", 4, 1)
 
 
 def test_an_app_that_cannot_start_redelivers_and_retries_the_start(
-        app_env: dict[str, str], servicebus: FakeNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    app_env: dict[str, str], servicebus: FakeNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # GIVEN the storage setting is missing
     monkeypatch.delenv("DSR_STORAGE")
     body = fixture_body("invalid.unknown-field.json")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from azure.functions.timer import TimerRequest
 
-from shared.contract import parse_request
-from shared.delivery import PROCESS_RUNTIME
-from shared.state import StateStore
+from shared.bootstrap import PROCESS_RUNTIME
+from shared.domain.contract import parse_request
+from shared.service.state import StateStore
 from tests.handlers.conftest import FakeNamespace, indexed
 
 pytestmark = pytest.mark.integration
@@ -19,8 +19,7 @@ pytestmark = pytest.mark.integration
 MESSAGES = Path(__file__).resolve().parents[1] / "fixtures" / "messages"
 
 
-def test_the_timer_re_enqueues_a_stalled_request_on_the_request_queue(app_env: dict[str, str],
-                                                                       servicebus: FakeNamespace) -> None:
+def test_the_timer_re_enqueues_a_stalled_request_on_the_request_queue(app_env: dict[str, str], servicebus: FakeNamespace) -> None:
     # GIVEN a worker claimed a request ten minutes ago and vanished
     request = parse_request((MESSAGES / "export-request.eventgrid.json").read_bytes())
     backend = PROCESS_RUNTIME.get().services.state().backend

@@ -7,13 +7,15 @@ from typing import Any
 
 import pytest
 
-from shared.contract import DELETE_KINDS
-from shared.processor import handle
-from tests.conftest import DEMO_TARGET, blob_container
+from shared.domain.contract import DELETE_KINDS
+from shared.service.processor import handle
+from tests.support.bundles import DEMO_TARGET, blob_container
 
 pytestmark = pytest.mark.integration
-RESOURCE_ID = ("/subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/"
-               "Microsoft.MachineLearningServices/workspaces/{workspace}").format(**DEMO_TARGET)
+RESOURCE_ID = (
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/"
+    "Microsoft.MachineLearningServices/workspaces/{workspace}"
+).format(**DEMO_TARGET)
 
 
 def _deletes(emulator: Any) -> list[dict[str, Any]]:
@@ -51,8 +53,13 @@ def test_delete_removes_exactly_the_plan_and_proves_it(services, dsr_env, emulat
     deleted_paths = {r["path"].rsplit("/", 1)[1] for r in _deletes(emulator)}
     assert deleted_paths == before["models"] | before["services"]
     counts = event["data"]["counts"][RESOURCE_ID]
-    assert counts["models"] == {"planned": len(before["models"]), "deleted": len(before["models"]), "absent": 0,
-                                "failed": 0, "verified": len(before["models"])}
+    assert counts["models"] == {
+        "planned": len(before["models"]),
+        "deleted": len(before["models"]),
+        "absent": 0,
+        "failed": 0,
+        "verified": len(before["models"]),
+    }
     assert counts["services"]["verified"] == len(before["services"])
     assert all(i["verified"] for i in event["data"]["items"])
     # the read-back happened: a GET of each deleted item after its DELETE
@@ -70,8 +77,7 @@ def test_a_lost_delete_response_is_absent_on_retry_and_still_verified(services, 
     assert emulator.expected_ids()["models"] == set()
 
 
-def test_a_redelivered_delete_request_repeats_its_outcome_and_no_call(services, dsr_env, emulator, make_request,
-                                                                      publisher):
+def test_a_redelivered_delete_request_repeats_its_outcome_and_no_call(services, dsr_env, emulator, make_request, publisher):
     body = make_request(operation="delete", resourceKinds=["assets"])
     first = handle(json.dumps(body), services)
     emulator.clear_requests()
@@ -110,8 +116,7 @@ def test_audit_has_one_line_per_action(services, dsr_env, emulator, make_request
 
 
 def test_unconfirmed_workspace_delete_is_rejected_without_a_call(services, dsr_env, emulator, make_request):
-    event = handle(json.dumps(make_request(operation="delete", deleteWorkspace=True, confirmWorkspace="ws-other")),
-                   services)
+    event = handle(json.dumps(make_request(operation="delete", deleteWorkspace=True, confirmWorkspace="ws-other")), services)
     assert event["type"] == "aml.dsr.delete.rejected"
     assert event["data"]["errors"][0]["code"] == "workspace_delete_unconfirmed"
     assert emulator.requests() == []

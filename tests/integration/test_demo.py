@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_demo_runs_export_dry_run_and_delete_and_cleans_up(tmp_path):
     env = {**os.environ, "DSR_DEMO_OUTPUT": str(tmp_path / "demo-output")}
-    proc = subprocess.run([sys.executable, "-m", "tools.demo"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = proc.stdout
     assert out.count("aml.dsr.export.completed") >= 1 and out.count("aml.dsr.delete.completed") >= 2
@@ -40,8 +41,9 @@ def test_an_interrupted_demo_stops_what_it_started(tmp_path):
     import signal
 
     env = {**os.environ, "DSR_DEMO_OUTPUT": str(tmp_path / "demo-output"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "tools.demo"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tools.demo"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     seen = ""
     while "emulator" not in seen or "identity" not in seen:

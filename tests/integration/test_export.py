@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from shared.contract import EXPORT_KINDS
-from shared.processor import handle
-from tests.conftest import DEMO_TARGET, blob_container, read_bundle
+from shared.domain.contract import EXPORT_KINDS
+from shared.service.processor import handle
+from tests.support.bundles import DEMO_TARGET, blob_container, read_bundle
 from tools.emulator import SECOND_LOCATION, SECOND_WORKSPACE
 
 pytestmark = pytest.mark.integration
@@ -51,12 +51,16 @@ def test_full_export_is_complete_exact_and_verifiable(services, dsr_env, emulato
         assert entry["sha256"] == hashlib.sha256(raw).hexdigest()
         assert entry["items"] == len(files[entry["name"]])
     assert manifest["status"] == "completed" and manifest["errors"] == []
-    counts = event["data"]["counts"]["/subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/"
-                                     "Microsoft.MachineLearningServices/workspaces/{workspace}".format(**DEMO_TARGET)]
+    counts = event["data"]["counts"][
+        "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/"
+        "Microsoft.MachineLearningServices/workspaces/{workspace}".format(**DEMO_TARGET)
+    ]
     assert counts == {k: len(expected[k]) for k in EXPORT_KINDS}
     # AND each line has the contract's shape with the GET url without query
-    line = files[f"{body['requestId']}/{DEMO_TARGET['subscriptionId']}/{DEMO_TARGET['resourceGroup']}/"
-                 f"{DEMO_TARGET['workspace']}/models.jsonl"][0]
+    line = files[
+        f"{body['requestId']}/{DEMO_TARGET['subscriptionId']}/{DEMO_TARGET['resourceGroup']}/"
+        f"{DEMO_TARGET['workspace']}/models.jsonl"
+    ][0]
     assert set(line) == {"kind", "id", "source", "data"}
     assert "?" not in line["source"] and line["source"].endswith("/models/" + line["id"])
 
@@ -82,8 +86,9 @@ def test_bundle_holds_no_token_and_no_datastore_credential(services, dsr_env, em
     body = make_request()
     handle(json.dumps(body), services)
     container = blob_container(dsr_env)
-    everything = b"".join(container.download_blob(b.name).readall()
-                          for b in container.list_blobs(name_starts_with=body["requestId"] + "/")).decode()
+    everything = b"".join(
+        container.download_blob(b.name).readall() for b in container.list_blobs(name_starts_with=body["requestId"] + "/")
+    ).decode()
     secrets = emulator.secret_values()
     assert secrets, "the emulator serves no secrets: the test would prove nothing"
     for secret in secrets:
@@ -147,8 +152,7 @@ def test_two_workspaces_and_one_missing_gives_a_partial_outcome(services, dsr_en
     assert error["code"] == "workspace_not_found" and error["target"].endswith("/ws-nowhere")
     assert len(event["data"]["counts"]) == 2
     _, files = read_bundle(dsr_env, body["requestId"])
-    assert sorted(_ids_by_kind(files, SECOND_WORKSPACE)["models"]) == sorted(
-        emulator.expected_ids(ws=SECOND_WORKSPACE)["models"])
+    assert sorted(_ids_by_kind(files, SECOND_WORKSPACE)["models"]) == sorted(emulator.expected_ids(ws=SECOND_WORKSPACE)["models"])
 
 
 def test_a_wrong_location_is_caught_before_any_data_call(services, dsr_env, emulator, make_request):
@@ -159,8 +163,7 @@ def test_a_wrong_location_is_caught_before_any_data_call(services, dsr_env, emul
     assert not [r for r in emulator.requests() if r["path"].startswith(("/mms", "/exp", "/aether"))]
 
 
-def test_an_invalid_request_is_rejected_with_no_call_and_no_blob(services, dsr_env, emulator, azurite, make_request,
-                                                                 publisher):
+def test_an_invalid_request_is_rejected_with_no_call_and_no_blob(services, dsr_env, emulator, azurite, make_request, publisher):
     from azure.storage.blob import BlobServiceClient
 
     body = make_request(targets=[{**DEMO_TARGET, "location": "evil.example.com/"}])

@@ -18,11 +18,11 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.bootstrap import build_services
-from shared.contract import EXPORT_KINDS
-from shared.processor import handle, process
+from shared.domain.contract import EXPORT_KINDS
+from shared.service.processor import handle, process
+from shared.service.state import RequestBusy
 from shared.settings import load_settings
-from shared.state import RequestBusy
-from tests.conftest import RecordingPublisher, blob_container, read_bundle
+from tests.support.bundles import RecordingPublisher, blob_container, read_bundle
 
 pytestmark = pytest.mark.integration
 DSR = str(Path(sys.executable).with_name("dsr"))
@@ -32,8 +32,7 @@ def _assert_exact_bundle(env: dict[str, str], request_id: str, emulator: Any) ->
     manifest, files = read_bundle(env, request_id)
     assert manifest["status"] == "completed"
     expected = emulator.expected_ids()
-    by_kind = {name.rsplit("/", 1)[1].removesuffix(".jsonl"): [line["id"] for line in lines]
-               for name, lines in files.items()}
+    by_kind = {name.rsplit("/", 1)[1].removesuffix(".jsonl"): [line["id"] for line in lines] for name, lines in files.items()}
     assert set(by_kind) == set(EXPORT_KINDS)
     for kind in EXPORT_KINDS:
         assert Counter(by_kind[kind]) == Counter(expected[kind]), kind
@@ -125,8 +124,7 @@ def test_sigkill_at_random_instants_then_rerun_gives_an_exact_bundle(dsr_env, em
 
     kills = 0
     for attempt in range(3):
-        proc = subprocess.Popen([DSR, "process", str(request_file)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen([DSR, "process", str(request_file)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if attempt == 0:
             # the first kill lands mid-export, after a checkpoint, whatever the machine's speed
             deadline = time.monotonic() + 60
@@ -140,14 +138,15 @@ def test_sigkill_at_random_instants_then_rerun_gives_an_exact_bundle(dsr_env, em
             kills += 1
         proc.communicate()
     assert kills >= 2, "the export finished before it could be killed: the test would prove nothing"
-    final = subprocess.run([DSR, "process", str(request_file)], env=env, capture_output=True, text=True,
-                           timeout=300, check=False)
+    final = subprocess.run([DSR, "process", str(request_file)], env=env, capture_output=True, text=True, timeout=300, check=False)
     assert final.returncode == 0, final.stderr[-2000:]
     event = json.loads(final.stdout)
     assert event["type"] == "aml.dsr.export.completed"
     _assert_exact_bundle(dsr_env, body["requestId"], emulator)
-    state = json.loads(blob_container(dsr_env, "DSR_STATE_CONTAINER")
-                       .download_blob(f"{body['requestId']}.json").readall())
+    state = json.loads(blob_container(dsr_env, "DSR_STATE_CONTAINER").download_blob(f"{body['requestId']}.json").readall())
     assert state["status"] == "completed" and state["attempts"] >= 2
-    assert any(json.loads(line).get("resumed") for line in final.stderr.splitlines()
-               if line.startswith("{") and "request accepted" in line), "the last run did not resume a checkpoint"
+    assert any(
+        json.loads(line).get("resumed")
+        for line in final.stderr.splitlines()
+        if line.startswith("{") and "request accepted" in line
+    ), "the last run did not resume a checkpoint"

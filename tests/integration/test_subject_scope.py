@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from shared.processor import handle
-from tests.conftest import DEMO_TARGET, read_bundle
+from shared.service.processor import handle
+from tests.support.bundles import DEMO_TARGET, read_bundle
 from tools.emulator import EMBEDDED_GUID_DECOY, JANE, JOHN
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from shared.contract import parse_request
-from shared.state import StateStore
-from shared.watchdog import sweep
+from shared.domain.contract import parse_request
+from shared.service.state import StateStore
+from shared.service.watchdog import sweep
 
 pytestmark = pytest.mark.integration
 
@@ -21,8 +21,9 @@ class RecordingSender:
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
 
-    def send_request(self, request: dict[str, Any], *, message_id: str, delay_seconds: float = 0.0,
-                     properties: dict[str, Any] | None = None) -> None:
+    def send_request(
+        self, request: dict[str, Any], *, message_id: str, delay_seconds: float = 0.0, properties: dict[str, Any] | None = None
+    ) -> None:
         self.sent.append({"request": request, "message_id": message_id, "properties": properties})
 
 
@@ -34,7 +35,8 @@ def test_a_stalled_request_is_requeued_then_failed(services, make_request, publi
     past.claim(request.requestId, request.model_dump(mode="json"))
     # AND a finished request, which the watchdog must leave alone
     done = make_request(resourceKinds=["models"])
-    from shared.processor import handle
+    from shared.service.processor import handle
+
     handle(json.dumps(done), services)
     publisher.events.clear()
     sender = RecordingSender()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.security.loopback import LoopbackServer, Reply, Seen, forward
+from tests.support.loopback import LoopbackServer, Reply, Seen, forward
 
 
 @pytest.fixture

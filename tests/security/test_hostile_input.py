@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.security.hostile import BASE, CASES, HostileCase
+from tests.support.hostile import BASE, CASES, HostileCase
 
 pytestmark = pytest.mark.integration
 
@@ -26,8 +26,7 @@ MAX_EVENT_BYTES = 8 * 1024  # a rejection stays small whatever came in (one Serv
 
 
 def _run(args: list[str], cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([str(DSR), "process", *args], cwd=cwd, input=stdin, capture_output=True, timeout=60,
-                          check=False)
+    return subprocess.run([str(DSR), "process", *args], cwd=cwd, input=stdin, capture_output=True, timeout=60, check=False)
 
 
 def _containers(azurite: Any) -> set[str]:
@@ -36,8 +35,9 @@ def _containers(azurite: Any) -> set[str]:
     return {c.name for c in BlobServiceClient.from_connection_string(azurite.connection_string).list_containers()}
 
 
-def _assert_rejected_without_io(result: subprocess.CompletedProcess[bytes], case: HostileCase, emulator: Any,
-                                azurite: Any, env: dict[str, str]) -> dict[str, Any]:
+def _assert_rejected_without_io(
+    result: subprocess.CompletedProcess[bytes], case: HostileCase, emulator: Any, azurite: Any, env: dict[str, str]
+) -> dict[str, Any]:
     stdout, stderr = result.stdout.decode("utf-8"), result.stderr.decode("utf-8", "replace")
     # no traceback, and stderr holds only JSON log lines
     assert "Traceback" not in stderr, stderr
@@ -56,14 +56,13 @@ def _assert_rejected_without_io(result: subprocess.CompletedProcess[bytes], case
     assert (case.code, case.field) in {(e["code"], e["field"]) for e in errors}, errors
     # no outbound call (not even for a token) and no storage touched
     assert emulator.requests() == []
-    created = _containers(azurite) & {env["DSR_EXPORT_CONTAINER"], env["DSR_STATE_CONTAINER"],
-                                      env["DSR_AUDIT_CONTAINER"]}
+    created = _containers(azurite) & {env["DSR_EXPORT_CONTAINER"], env["DSR_STATE_CONTAINER"], env["DSR_AUDIT_CONTAINER"]}
     assert created == set()
     return event
 
 
 def test_the_corpus_is_big_and_its_base_message_is_valid() -> None:
-    from shared.contract import parse_request
+    from shared.domain.contract import parse_request
 
     assert len(CASES) >= 30
     parse_request(json.dumps(BASE))  # so each case is rejected for its own mutation, not for the base

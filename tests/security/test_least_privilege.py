@@ -13,18 +13,27 @@ from typing import Any
 
 import pytest
 
-from shared.processor import handle
-from tests.conftest import DEMO_TARGET, blob_container
-from tests.security.loopback import Reply, Seen
+from shared.service.processor import handle
+from tests.support.bundles import DEMO_TARGET, blob_container
+from tests.support.loopback import Reply, Seen
 
 pytestmark = pytest.mark.integration
 
 
 def reader_only(seen: Seen) -> Reply | None:
     if seen.method in ("DELETE", "PUT", "PATCH", "POST"):
-        return Reply(403, {}, {"error": {"code": "AuthorizationFailed", "message": "The client 'x' with object id "
-                                         "'y' does not have authorization to perform action "
-                                         "'Microsoft.MachineLearningServices/workspaces/models/delete'"}})
+        return Reply(
+            403,
+            {},
+            {
+                "error": {
+                    "code": "AuthorizationFailed",
+                    "message": "The client 'x' with object id "
+                    "'y' does not have authorization to perform action "
+                    "'Microsoft.MachineLearningServices/workspaces/models/delete'",
+                }
+            },
+        )
     return None
 
 
@@ -62,8 +71,7 @@ def test_a_delete_without_delete_rights_fails_per_item_with_a_code(proxy, emulat
     assert all(item["result"] == "failed" for item in event["data"]["items"])
 
 
-def test_bundles_are_private_and_the_outcome_names_blobs_not_urls(services, dsr_env, emulator, make_request,
-                                                                  publisher):
+def test_bundles_are_private_and_the_outcome_names_blobs_not_urls(services, dsr_env, emulator, make_request, publisher):
     body = make_request(resourceKinds=["models", "datastores"])
     event = handle(json.dumps(body), services)
     assert event["data"]["status"] == "completed"
@@ -72,12 +80,17 @@ def test_bundles_are_private_and_the_outcome_names_blobs_not_urls(services, dsr_
     assert container.get_container_properties().public_access is None
     # the outcome names the container, prefix and manifest: no URL, no SAS, no account name
     bundle = event["data"]["bundle"]
-    assert bundle == {"container": dsr_env["DSR_EXPORT_CONTAINER"], "prefix": f"{body['requestId']}/",
-                      "manifest": f"{body['requestId']}/manifest.json"}
+    assert bundle == {
+        "container": dsr_env["DSR_EXPORT_CONTAINER"],
+        "prefix": f"{body['requestId']}/",
+        "manifest": f"{body['requestId']}/manifest.json",
+    }
     text = json.dumps(event)
     assert "://" not in text and "sig=" not in text and "devstoreaccount1" not in text
     # blob names are built only from validated fields: requestId/sub/rg/ws/kind.jsonl
     names = [b.name for b in container.list_blobs(name_starts_with=body["requestId"] + "/")]
-    shape = re.compile(rf"^{re.escape(body['requestId'])}/({DEMO_TARGET['subscriptionId']}/{DEMO_TARGET['resourceGroup']}/"
-                       rf"{DEMO_TARGET['workspace']}/[A-Za-z]+\.jsonl|manifest\.json)$")
+    shape = re.compile(
+        rf"^{re.escape(body['requestId'])}/({DEMO_TARGET['subscriptionId']}/{DEMO_TARGET['resourceGroup']}/"
+        rf"{DEMO_TARGET['workspace']}/[A-Za-z]+\.jsonl|manifest\.json)$"
+    )
     assert names and all(shape.match(n) for n in names), names

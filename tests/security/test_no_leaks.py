@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from shared.logs import configure_logging
-from shared.processor import handle
-from tests.conftest import DEMO_TARGET
+from shared.service.processor import handle
+from tests.support.bundles import DEMO_TARGET
 from tools.emulator import JANE, JOHN, TENANT_ID
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,7 @@ def forbidden_values(emulator: Any, env: dict[str, str]) -> dict[str, str]:
 
 def assert_no_leak(text: str, forbidden: dict[str, str]) -> None:
     for value, what in forbidden.items():
-        assert value not in text, f"{what} appears in the output: ...{text[max(0, text.find(value) - 120):][:240]}..."
+        assert value not in text, f"{what} appears in the output: ...{text[max(0, text.find(value) - 120) :][:240]}..."
 
 
 def run_export_and_delete(services: Any, make_request: Any) -> list[dict[str, Any]]:
@@ -72,15 +72,25 @@ def run_export_and_delete(services: Any, make_request: Any) -> list[dict[str, An
     assert export["data"]["status"] == "completed", export["data"]["errors"]
     full_export = handle(json.dumps(make_request()), services)
     assert full_export["data"]["status"] == "completed", full_export["data"]["errors"]
-    delete = handle(json.dumps(make_request(operation="delete", scope="subject", subject=subject,
-                                            deleteWorkspace=True, confirmWorkspace=DEMO_TARGET["workspace"])),
-                    services)
+    delete = handle(
+        json.dumps(
+            make_request(
+                operation="delete",
+                scope="subject",
+                subject=subject,
+                deleteWorkspace=True,
+                confirmWorkspace=DEMO_TARGET["workspace"],
+            )
+        ),
+        services,
+    )
     assert delete["data"]["status"] == "completed", delete["data"]["errors"]
     return [export, full_export, delete]
 
 
 def test_no_secret_or_personal_data_in_any_log_line_of_an_export_and_a_delete(
-        services, dsr_env, emulator, make_request, captured_logs):
+    services, dsr_env, emulator, make_request, captured_logs
+):
     # GIVEN all logging captured at DEBUG through the app's own handler
     # WHEN a subject export, a full export and a full delete with a workspace purge run
     events = run_export_and_delete(services, make_request)

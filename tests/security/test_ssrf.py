@@ -13,40 +13,54 @@ from typing import Any
 import pytest
 
 from shared.adapters.aml_http import AzureMLHttp
-from shared.catalog import load_catalog
-from shared.delete import ARM_TERMINAL, MMS_TERMINAL, Poller
-from shared.errors import BadResponseError, UntrustedUrlError
-from shared.export import list_records
-from shared.urls import UrlPolicy
-from tests.security.loopback import FakeCredential, LoopbackServer, Reply, Seen
+from shared.domain.catalog import load_catalog
+from shared.domain.errors import BadResponseError, UntrustedUrlError
+from shared.domain.urls import UrlPolicy
+from shared.service.delete import ARM_TERMINAL, MMS_TERMINAL, Poller
+from shared.service.listing import list_records
+from tests.support.loopback import FakeCredential, LoopbackServer, Reply, Seen
 
 CATALOG = load_catalog()
 
 
 def policy_for(base: str) -> UrlPolicy:
     """The same shape of settings as the emulator's: every family on one loopback origin."""
-    return UrlPolicy({"arm": f"{base}/arm", "modelmanagement": f"{base}/mms/{{location}}",
-                      "experiments": f"{base}/exp/{{location}}", "aether": f"{base}/aether/{{location}}"})
+    return UrlPolicy(
+        {
+            "arm": f"{base}/arm",
+            "modelmanagement": f"{base}/mms/{{location}}",
+            "experiments": f"{base}/exp/{{location}}",
+            "aether": f"{base}/aether/{{location}}",
+        }
+    )
 
 
 def client(base: str, credential: FakeCredential) -> AzureMLHttp:
-    return AzureMLHttp(credential, scope="https://management.core.windows.net/.default", policy=policy_for(base),
-                       max_attempts=2, connect_timeout=2, read_timeout=5, sleep=lambda s: None)
+    return AzureMLHttp(
+        credential,
+        scope="https://management.core.windows.net/.default",
+        policy=policy_for(base),
+        max_attempts=2,
+        connect_timeout=2,
+        read_timeout=5,
+        sleep=lambda s: None,
+    )
 
 
 def hostile_links(attacker: LoopbackServer, legit: LoopbackServer) -> list[str]:
     return [
-        f"{attacker.base_url}/steal",                                   # another port on the same loopback host
-        f"http://{legit.netloc}@{attacker.netloc}/steal",               # the allowed origin as user info
+        f"{attacker.base_url}/steal",  # another port on the same loopback host
+        f"http://{legit.netloc}@{attacker.netloc}/steal",  # the allowed origin as user info
         f"http://localhost:{attacker.base_url.rsplit(':', 1)[1]}/steal",  # another spelling of loopback
-        f"{attacker.base_url}\\@{legit.netloc}/steal",                  # backslash parser confusion
-        f"{attacker.base_url}\t/steal",                                 # a tab urlsplit would drop
-        f"//{attacker.netloc}/steal",                                   # scheme-relative
-        f"https://{attacker.netloc}/steal",                             # same host and port, other scheme
+        f"{attacker.base_url}\\@{legit.netloc}/steal",  # backslash parser confusion
+        f"{attacker.base_url}\t/steal",  # a tab urlsplit would drop
+        f"//{attacker.netloc}/steal",  # scheme-relative
+        f"https://{attacker.netloc}/steal",  # same host and port, other scheme
     ]
 
 
 # -- nextLink ---------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("index", range(7))
 def test_a_next_link_to_a_foreign_origin_is_refused_and_never_called(attacker, index):
@@ -73,6 +87,7 @@ def test_a_next_link_to_a_foreign_origin_is_refused_and_never_called(attacker, i
 
 # -- long-running operations: Location, Azure-AsyncOperation, Operation-Location ------------------------------------
 
+
 @pytest.mark.parametrize("header", ["Location", "Azure-AsyncOperation", "Operation-Location"])
 def test_an_lro_status_url_to_a_foreign_origin_is_refused_and_never_called(attacker, header):
     credential = FakeCredential()
@@ -86,8 +101,9 @@ def test_an_lro_status_url_to_a_foreign_origin_is_refused_and_never_called(attac
         assert response.status == 202
         poller = Poller(aml, deadline_seconds=0.3, sleep=lambda s: None)
         # WHEN the delete's status URL points elsewhere
-        result = poller.follow(response, terminal=ARM_TERMINAL if header != "Operation-Location" else MMS_TERMINAL,
-                               status_field="status")
+        result = poller.follow(
+            response, terminal=ARM_TERMINAL if header != "Operation-Location" else MMS_TERMINAL, status_field="status"
+        )
         # THEN the operation's end is unknown (the read-back decides), and the attacker saw nothing
         assert result == "unknown"
         assert len(legit.seen) == 1
@@ -120,10 +136,19 @@ def test_an_untrusted_status_url_ends_the_poll_at_once(attacker):
 
 # -- redirects ----------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("method", "status", "to_attacker"), [
-    ("GET", 302, True), ("GET", 301, True), ("GET", 307, True), ("GET", 308, True), ("DELETE", 307, True),
-    ("DELETE", 302, True), ("GET", 302, False),
-])
+
+@pytest.mark.parametrize(
+    ("method", "status", "to_attacker"),
+    [
+        ("GET", 302, True),
+        ("GET", 301, True),
+        ("GET", 307, True),
+        ("GET", 308, True),
+        ("DELETE", 307, True),
+        ("DELETE", 302, True),
+        ("GET", 302, False),
+    ],
+)
 def test_a_redirect_is_not_followed(attacker, method, status, to_attacker):
     credential = FakeCredential()
 
@@ -141,6 +166,7 @@ def test_a_redirect_is_not_followed(attacker, method, status, to_attacker):
 
 
 # -- our own calls ----------------------------------------------------------------------------------------------------
+
 
 def test_a_url_off_the_list_is_refused_before_a_token_is_even_fetched(attacker):
     credential = FakeCredential()
@@ -169,6 +195,7 @@ def test_proxy_settings_in_the_environment_do_not_reroute_the_token(attacker, mo
 
 # -- end to end: a real export and delete with the emulator behind a tampering proxy ----------------------------------
 
+
 def _services(publisher: Any) -> Any:
     from shared.bootstrap import build_services
     from shared.settings import load_settings
@@ -178,6 +205,7 @@ def _services(publisher: Any) -> Any:
 
 def next_link_to(attacker: LoopbackServer) -> Any:
     """Tamper: the first page of the models list hands out a nextLink to the attacker."""
+
     def tamper(seen: Seen, reply: Reply) -> Reply:
         if seen.method == "GET" and "/models?" in seen.path and "skipToken" not in seen.path:
             body = json.loads(reply.body)
@@ -185,23 +213,26 @@ def next_link_to(attacker: LoopbackServer) -> Any:
                 body["nextLink"] = f"{attacker.base_url}/steal/models"
                 reply.body = json.dumps(body).encode()
         return reply
+
     return tamper
 
 
 def status_urls_to(attacker: LoopbackServer) -> Any:
     """Tamper: every 202 to a DELETE names status URLs on the attacker."""
+
     def tamper(seen: Seen, reply: Reply) -> Reply:
         if seen.method == "DELETE" and reply.status == 202:
             for name in list(reply.headers):
                 if name.lower() in ("location", "azure-asyncoperation", "operation-location"):
                     reply.headers[name] = f"{attacker.base_url}/steal/operation"
         return reply
+
     return tamper
 
 
 @pytest.mark.integration
 def test_an_export_refuses_a_foreign_next_link_and_reports_it(proxy, attacker, make_request, publisher):
-    from shared.processor import handle
+    from shared.service.processor import handle
 
     # WHEN an export runs and one list page hands out a nextLink to another origin
     proxy.tamper = next_link_to(attacker)
@@ -216,14 +247,15 @@ def test_an_export_refuses_a_foreign_next_link_and_reports_it(proxy, attacker, m
 
 @pytest.mark.integration
 def test_a_workspace_purge_refuses_foreign_status_urls(proxy, attacker, make_request, publisher, monkeypatch):
-    from shared.processor import handle
-    from tests.conftest import DEMO_TARGET
+    from shared.service.processor import handle
+    from tests.support.bundles import DEMO_TARGET
 
     # WHEN a workspace purge is accepted with status URLs (Location, Azure-AsyncOperation) on another origin
     monkeypatch.setenv("DSR_LRO_DEADLINE_SECONDS", "1")
     proxy.tamper = status_urls_to(attacker)
-    body = make_request(operation="delete", resourceKinds=["models"], deleteWorkspace=True,
-                        confirmWorkspace=DEMO_TARGET["workspace"])
+    body = make_request(
+        operation="delete", resourceKinds=["models"], deleteWorkspace=True, confirmWorkspace=DEMO_TARGET["workspace"]
+    )
     event = handle(json.dumps(body), _services(publisher))
     # THEN the purge DELETE went out, its status URLs were never called, and the outcome rests on the
     # read-back of the workspace through the allowed origin

@@ -1,4 +1,4 @@
-"""Settlement policy (``shared.delivery``) on the real service layer, Azurite and the emulator, with failures
+"""Settlement policy (``shared.service.delivery``) on the real service layer, Azurite and the emulator, with failures
 injected through the ports."""
 
 from __future__ import annotations
@@ -11,19 +11,17 @@ from typing import Any
 import pytest
 from azure.core.exceptions import ServiceRequestError
 
-from shared.delivery import (
+from shared.bootstrap import ProcessRuntime, Runtime, handle_delivery
+from shared.domain.errors import ForbiddenError
+from shared.service.delivery import (
     AUTO_COMPLETE,
     Delivery,
     DeliveryFailed,
-    ProcessRuntime,
-    Runtime,
     Verdict,
-    handle_delivery,
     process_delivery,
 )
-from shared.errors import ForbiddenError
-from shared.processor import Services
-from shared.state import StateStore
+from shared.service.processor import Services
+from shared.service.state import StateStore
 
 pytestmark = pytest.mark.integration
 
@@ -47,8 +45,9 @@ class RecordingSender:
     def __init__(self) -> None:
         self.sent: list[tuple[dict[str, Any], str, dict[str, Any] | None]] = []
 
-    def send_request(self, request: dict[str, Any], *, message_id: str, delay_seconds: float = 0.0,
-                     properties: dict[str, Any] | None = None) -> None:
+    def send_request(
+        self, request: dict[str, Any], *, message_id: str, delay_seconds: float = 0.0, properties: dict[str, Any] | None = None
+    ) -> None:
         self.sent.append((request, message_id, properties))
 
 
@@ -70,12 +69,16 @@ def body_of(request: dict[str, Any]) -> bytes:
     return json.dumps(request).encode()
 
 
-@pytest.mark.parametrize(("error", "code"), [
-    (ServiceRequestError("connection refused by 127.0.0.1:10000 sig=abc"), "azure_service_unavailable"),
-    (RuntimeError("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.abc leaked"), "internal_error"),
-])
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ServiceRequestError("connection refused by 127.0.0.1:10000 sig=abc"), "azure_service_unavailable"),
+        (RuntimeError("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.abc leaked"), "internal_error"),
+    ],
+)
 def test_a_storage_or_unexpected_failure_is_redelivered_then_dead_lettered_with_a_clean_event(
-        services: Services, publisher: Any, make_request: Callable[..., dict[str, Any]], error: Exception, code: str) -> None:
+    services: Services, publisher: Any, make_request: Callable[..., dict[str, Any]], error: Exception, code: str
+) -> None:
     # GIVEN blob storage (or anything) fails with an exception whose text holds secrets
     broken = with_bundles(services, error)
     body = body_of(make_request())
@@ -92,14 +95,16 @@ def test_a_storage_or_unexpected_failure_is_redelivered_then_dead_lettered_with_
     assert verdict.action == "dead_letter"
     (event,) = publisher.events
     assert verdict.outcome == event
-    assert event["data"]["errors"] == [{"code": code, "message": event["data"]["errors"][0]["message"],
-                                        "kind": None, "target": None}]
+    assert event["data"]["errors"] == [
+        {"code": code, "message": event["data"]["errors"][0]["message"], "kind": None, "target": None}
+    ]
     text = json.dumps(event)
     assert "sig=abc" not in text and "eyJ" not in text and "Traceback" not in text
 
 
 def test_a_permanent_failure_is_published_as_failed_and_completed(
-        services: Services, publisher: Any, make_request: Callable[..., dict[str, Any]]) -> None:
+    services: Services, publisher: Any, make_request: Callable[..., dict[str, Any]]
+) -> None:
     # GIVEN a failure that another try cannot cure
     broken = with_bundles(services, ForbiddenError("access denied (HTTP 403)"))
     # WHEN delivered the first time
@@ -112,10 +117,11 @@ def test_a_permanent_failure_is_published_as_failed_and_completed(
 
 
 def test_a_request_owned_by_a_live_worker_is_dropped_as_a_duplicate(
-        services: Services, publisher: Any, make_request: Callable[..., dict[str, Any]]) -> None:
+    services: Services, publisher: Any, make_request: Callable[..., dict[str, Any]]
+) -> None:
     # GIVEN another worker holds a fresh lease on the request
     request = make_request()
-    from shared.contract import parse_request
+    from shared.domain.contract import parse_request
 
     other = StateStore(services.state().backend, lease_seconds=300, owner="worker-b")
     other.claim(request["requestId"], parse_request(json.dumps(request)).model_dump(mode="json"))
@@ -126,7 +132,8 @@ def test_a_request_owned_by_a_live_worker_is_dropped_as_a_duplicate(
 
 
 def test_without_a_request_queue_the_request_runs_to_its_end(
-        services: Services, publisher: Any, make_request: Callable[..., dict[str, Any]], emulator: Any) -> None:
+    services: Services, publisher: Any, make_request: Callable[..., dict[str, Any]], emulator: Any
+) -> None:
     # GIVEN a budget that slow answers would exceed, but nowhere to send a continuation
     emulator.configure(latency_ms=50)
     tight = dataclasses.replace(services, settings=dataclasses.replace(services.settings, time_budget_seconds=0.01))
@@ -141,7 +148,7 @@ def test_settlement_is_replaceable(services: Services, publisher: Any, make_requ
     # GIVEN a runtime with a settlement that records instead of raising (as explicit settlement would)
     runtime = ProcessRuntime(lambda: Runtime(with_bundles(services, ServiceRequestError("down")), RecordingSender()))
     settlement = RecordingSettlement()
-    import shared.delivery as delivery
+    import shared.bootstrap as delivery
 
     saved = delivery.PROCESS_RUNTIME
     delivery.PROCESS_RUNTIME = runtime

@@ -10,24 +10,36 @@ from typing import Any
 
 import pytest
 
-from shared import dlq
 from shared.adapters.servicebus import ServiceBusDeadLetters
-from shared.cli import build_parser
-from shared.dlq import DeadLetter, derived_message_id, parse_duration
-from tests.servicebus.fakes import FakeReceivedMessage, FakeServiceBusClient, received_properties
+from shared.cli import build_parser, dlq
+from shared.cli.dlq import parse_duration
+from shared.domain.deadletter import DeadLetter, derived_message_id
+from tests.support.servicebus_fakes import FakeReceivedMessage, FakeServiceBusClient, received_properties
 
 MESSAGES = Path(__file__).resolve().parents[1] / "fixtures" / "messages"
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 QUEUE = "dsr-requests"
 
 
-def dead_letter(name: str, message_id: str, *, reason: str = "MaxDeliveryCountExceeded", age: timedelta = timedelta(hours=1),
-                properties: dict[str, Any] | None = None) -> FakeReceivedMessage:
+def dead_letter(
+    name: str,
+    message_id: str,
+    *,
+    reason: str = "MaxDeliveryCountExceeded",
+    age: timedelta = timedelta(hours=1),
+    properties: dict[str, Any] | None = None,
+) -> FakeReceivedMessage:
     return FakeReceivedMessage(
-        body_bytes=(MESSAGES / name).read_bytes(), message_id=message_id, dead_letter_reason=reason,
+        body_bytes=(MESSAGES / name).read_bytes(),
+        message_id=message_id,
+        dead_letter_reason=reason,
         dead_letter_error_description="Message could not be consumed after 10 delivery attempts.",
-        delivery_count=10, enqueued_time_utc=NOW - age, correlation_id=None, subject="dsr.request",
-        application_properties=received_properties({"source": "servicenow", **(properties or {})}))
+        delivery_count=10,
+        enqueued_time_utc=NOW - age,
+        correlation_id=None,
+        subject="dsr.request",
+        application_properties=received_properties({"source": "servicenow", **(properties or {})}),
+    )
 
 
 @pytest.fixture
@@ -36,10 +48,16 @@ def client() -> FakeServiceBusClient:
     fake.dead_letters[QUEUE] = [
         dead_letter("export-request.json", "m-123", age=timedelta(days=3)),
         dead_letter("export-request.eventgrid.json", "m-125", reason="ProcessingFailed"),
-        dead_letter("delete-request.dry-run.json", "m-126:replay:2",
-                    properties={"dsrReplayCount": 2, "dsrReplayOriginalMessageId": "m-126"}),
-        dead_letter("export-request.cloudevent.json", "m-124:replay:3",
-                    properties={"dsrReplayCount": 3, "dsrReplayOriginalMessageId": "m-124"}),
+        dead_letter(
+            "delete-request.dry-run.json",
+            "m-126:replay:2",
+            properties={"dsrReplayCount": 2, "dsrReplayOriginalMessageId": "m-126"},
+        ),
+        dead_letter(
+            "export-request.cloudevent.json",
+            "m-124:replay:3",
+            properties={"dsrReplayCount": 3, "dsrReplayOriginalMessageId": "m-124"},
+        ),
     ]
     return fake
 
@@ -62,8 +80,15 @@ def test_list_shows_each_dead_letter_and_never_settles(client: FakeServiceBusCli
     # THEN each one's requestId (unwrapped from an Event Grid envelope too), reason, description,
     # delivery count, enqueued time and replay count are shown
     assert code == 0
-    for expected in ("TCK-2026-000123", "TCK-2026-000125", "MaxDeliveryCountExceeded", "ProcessingFailed",
-                     "Message could not be consumed", "2026-11-24T12:00:00Z", "4 dead letter(s)"):
+    for expected in (
+        "TCK-2026-000123",
+        "TCK-2026-000125",
+        "MaxDeliveryCountExceeded",
+        "ProcessingFailed",
+        "Message could not be consumed",
+        "2026-11-24T12:00:00Z",
+        "4 dead letter(s)",
+    ):
         assert expected in out
     # AND nothing was received, completed or abandoned: only peeked
     assert {name for name, _ in client.actions()} == {"peek"}
@@ -75,10 +100,16 @@ def test_list_json_is_for_machines(client: FakeServiceBusClient) -> None:
     letters = json.loads(out)
     assert code == 0
     assert [d["requestId"] for d in letters] == ["TCK-2026-000123", "TCK-2026-000125", "TCK-2026-000126", "TCK-2026-000124"]
-    assert letters[0] == {"sequenceNumber": letters[0]["sequenceNumber"], "messageId": "m-123", "requestId": "TCK-2026-000123",
-                          "reason": "MaxDeliveryCountExceeded",
-                          "description": "Message could not be consumed after 10 delivery attempts.",
-                          "deliveryCount": 10, "enqueuedTime": "2026-11-24T12:00:00Z", "replayCount": 0}
+    assert letters[0] == {
+        "sequenceNumber": letters[0]["sequenceNumber"],
+        "messageId": "m-123",
+        "requestId": "TCK-2026-000123",
+        "reason": "MaxDeliveryCountExceeded",
+        "description": "Message could not be consumed after 10 delivery attempts.",
+        "deliveryCount": 10,
+        "enqueuedTime": "2026-11-24T12:00:00Z",
+        "replayCount": 0,
+    }
     assert letters[2]["replayCount"] == 2
 
 
@@ -117,10 +148,14 @@ def test_replay_sends_first_then_completes_with_a_derived_id_and_recorded_proper
     assert copy.message_id == "m-123:replay:1"
     assert copy.content_type == "application/json" and copy.subject == "dsr.request"
     assert copy.application_properties == {
-        "source": "servicenow", "dsrReplayCount": 1, "dsrReplayedAt": "2026-11-27T12:00:00Z",
-        "dsrReplayOriginalMessageId": "m-123", "dsrReplayPreviousMessageId": "m-123",
+        "source": "servicenow",
+        "dsrReplayCount": 1,
+        "dsrReplayedAt": "2026-11-27T12:00:00Z",
+        "dsrReplayOriginalMessageId": "m-123",
+        "dsrReplayPreviousMessageId": "m-123",
         "dsrReplayDeadLetterReason": "MaxDeliveryCountExceeded",
-        "dsrReplayDeadLetterDescription": "Message could not be consumed after 10 delivery attempts."}
+        "dsrReplayDeadLetterDescription": "Message could not be consumed after 10 delivery attempts.",
+    }
     # AND the other dead letters are still there, unlocked (those received on the way were abandoned)
     assert sorted(str(m.message_id) for m in client.dead_letters[QUEUE]) == ["m-124:replay:3", "m-125", "m-126:replay:2"]
     assert client.locked == set()
@@ -152,18 +187,22 @@ def test_replay_refuses_a_message_replayed_max_replays_times(client: FakeService
     assert code == 0 and [m.message_id for m in client.sent[QUEUE]] == ["m-124:replay:4"]
 
 
-@pytest.mark.parametrize(("selector", "expected"), [
-    (["--message-id", "m-125"], ["m-125"]),
-    (["--message-id", "m-125", "--message-id", "m-123"], ["m-123", "m-125"]),
-    (["--request-id", "TCK-2026-000125"], ["m-125"]),
-    (["--reason", "processingfailed"], ["m-125"]),
-    (["--older-than", "2d"], ["m-123"]),
-    (["--older-than", "30m", "--reason", "MaxDeliveryCountExceeded"], ["m-123", "m-126:replay:2"]),
-    (["--all"], ["m-123", "m-125", "m-126:replay:2"]),
-    (["--request-id", "TCK-nope"], []),
-])
-def test_replay_selects_by_message_id_request_id_reason_and_age(client: FakeServiceBusClient, selector: list[str],
-                                                                 expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        (["--message-id", "m-125"], ["m-125"]),
+        (["--message-id", "m-125", "--message-id", "m-123"], ["m-123", "m-125"]),
+        (["--request-id", "TCK-2026-000125"], ["m-125"]),
+        (["--reason", "processingfailed"], ["m-125"]),
+        (["--older-than", "2d"], ["m-123"]),
+        (["--older-than", "30m", "--reason", "MaxDeliveryCountExceeded"], ["m-123", "m-126:replay:2"]),
+        (["--all"], ["m-123", "m-125", "m-126:replay:2"]),
+        (["--request-id", "TCK-nope"], []),
+    ],
+)
+def test_replay_selects_by_message_id_request_id_reason_and_age(
+    client: FakeServiceBusClient, selector: list[str], expected: list[str]
+) -> None:
     code, out = run(client, "replay", *selector, "--json")
     planned = sorted(r["messageId"] for r in json.loads(out)["results"] if r["status"] == "would_replay")
     assert planned == expected
@@ -198,8 +237,9 @@ def test_a_failed_complete_after_the_send_is_reported_and_a_second_replay_reuses
     assert [m.message_id for m in client.sent[QUEUE]] == ["m-123:replay:1", "m-123:replay:1"]
 
 
-def test_a_dead_letter_that_vanished_before_the_replay_is_reported(client: FakeServiceBusClient,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dead_letter_that_vanished_before_the_replay_is_reported(
+    client: FakeServiceBusClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # GIVEN someone else settles the dead letter between the peek and the receive
     real_peek = ServiceBusDeadLetters.peek
 
@@ -216,8 +256,8 @@ def test_a_dead_letter_that_vanished_before_the_replay_is_reported(client: FakeS
 
 
 def test_the_dsr_command_reaches_service_bus_with_the_app_settings(
-        client: FakeServiceBusClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    client: FakeServiceBusClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # GIVEN the app's settings name the namespace, and connect() is the fake
     from shared.cli import main
 
@@ -240,8 +280,9 @@ def test_the_dsr_command_reaches_service_bus_with_the_app_settings(
     assert client.closed
 
 
-def test_the_dsr_command_names_a_missing_namespace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_dsr_command_names_a_missing_namespace(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from shared.cli import main
 
     monkeypatch.chdir(tmp_path)
@@ -257,8 +298,10 @@ def test_a_derived_id_stays_within_the_service_bus_limit() -> None:
     assert derived == derived_message_id(letter)
 
 
-@pytest.mark.parametrize(("text", "expected"), [("90s", timedelta(seconds=90)), ("30m", timedelta(minutes=30)),
-                                                ("2h", timedelta(hours=2)), ("7d", timedelta(days=7))])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("90s", timedelta(seconds=90)), ("30m", timedelta(minutes=30)), ("2h", timedelta(hours=2)), ("7d", timedelta(days=7))],
+)
 def test_ages_are_written_like_30m_2h_7d(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 

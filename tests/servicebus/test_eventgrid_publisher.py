@@ -9,17 +9,17 @@ from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridPublisherClient
 
 from shared.adapters.eventgrid import EventGridOutcomePublisher
-from shared.outcome import outcome_event
+from shared.domain.outcome import outcome_event
 
 
 class FakeEventGridClient:
-    def __init__(self, endpoint: str, credential: Any, *, namespace_topic: str | None = None,
-                 api_version: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, endpoint: str, credential: Any, *, namespace_topic: str | None = None, api_version: str | None = None, **kwargs: Any
+    ) -> None:
         self.endpoint = endpoint
         self.sent: list[Any] = []
 
-    def send(self, events: Any, *, channel_name: str | None = None, content_type: str | None = None,
-             **kwargs: Any) -> None:
+    def send(self, events: Any, *, channel_name: str | None = None, content_type: str | None = None, **kwargs: Any) -> None:
         self.sent.extend(events)
 
 
@@ -39,8 +39,9 @@ def test_an_outcome_goes_to_the_topic_as_the_same_cloudevent():
         clients.append(FakeEventGridClient(endpoint, credential))
         return clients[-1]
 
-    publisher = EventGridOutcomePublisher("https://topic.westeurope-1.eventgrid.azure.net/api/events",
-                                          credential_factory=lambda: object(), client_factory=factory)
+    publisher = EventGridOutcomePublisher(
+        "https://topic.westeurope-1.eventgrid.azure.net/api/events", credential_factory=lambda: object(), client_factory=factory
+    )
     event = outcome_event("TCK-1", "export", "completed", {"counts": {}, "errors": []})
     publisher.publish(event)
     publisher.publish(event)
@@ -48,7 +49,11 @@ def test_an_outcome_goes_to_the_topic_as_the_same_cloudevent():
     sent = clients[0].sent
     assert len(sent) == 2 and all(isinstance(e, CloudEvent) for e in sent)
     assert (sent[0].id, sent[0].type, sent[0].source, sent[0].subject) == (
-        "TCK-1:completed", "aml.dsr.export.completed", "/aml-dsr", "requests/TCK-1")
+        "TCK-1:completed",
+        "aml.dsr.export.completed",
+        "/aml-dsr",
+        "requests/TCK-1",
+    )
     assert sent[0].data == event["data"]
 
 
@@ -56,7 +61,9 @@ def test_the_setting_turns_it_on(monkeypatch, tmp_path):
     from shared.bootstrap import build_services
     from shared.settings import load_settings
 
-    env = {"DSR_STORAGE": "UseDevelopmentStorage=true",
-           "DSR_EVENTGRID_TOPIC_ENDPOINT": "https://topic.westeurope-1.eventgrid.azure.net/api/events"}
+    env = {
+        "DSR_STORAGE": "UseDevelopmentStorage=true",
+        "DSR_EVENTGRID_TOPIC_ENDPOINT": "https://topic.westeurope-1.eventgrid.azure.net/api/events",
+    }
     services = build_services(load_settings(env, tmp_path))
     assert [type(p).__name__ for p in services.publishers] == ["EventGridOutcomePublisher"]

@@ -10,7 +10,7 @@ import azure.functions.servicebus as func_servicebus
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusReceiver, ServiceBusSender
 
-from tests.servicebus.fakes import FakeReceivedMessage, FakeReceiver, FakeSender, FakeServiceBusClient
+from tests.support.servicebus_fakes import FakeReceivedMessage, FakeReceiver, FakeSender, FakeServiceBusClient
 
 
 def shape(function: Any) -> list[tuple[str, Any, Any]]:
@@ -18,19 +18,23 @@ def shape(function: Any) -> list[tuple[str, Any, Any]]:
     return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
 
 
-@pytest.mark.parametrize(("fake", "real"), [
-    (FakeServiceBusClient.__init__, ServiceBusClient.__init__),
-    (FakeServiceBusClient.get_queue_sender, ServiceBusClient.get_queue_sender),
-    (FakeServiceBusClient.get_queue_receiver, ServiceBusClient.get_queue_receiver),
-    (FakeServiceBusClient.close, ServiceBusClient.close),
-    (FakeSender.send_messages, ServiceBusSender.send_messages),
-    (FakeSender.close, ServiceBusSender.close),
-    (FakeReceiver.peek_messages, ServiceBusReceiver.peek_messages),
-    (FakeReceiver.receive_messages, ServiceBusReceiver.receive_messages),
-    (FakeReceiver.complete_message, ServiceBusReceiver.complete_message),
-    (FakeReceiver.abandon_message, ServiceBusReceiver.abandon_message),
-    (FakeReceiver.close, ServiceBusReceiver.close),
-], ids=lambda f: getattr(f, "__qualname__", str(f)))
+@pytest.mark.parametrize(
+    ("fake", "real"),
+    [
+        (FakeServiceBusClient.__init__, ServiceBusClient.__init__),
+        (FakeServiceBusClient.get_queue_sender, ServiceBusClient.get_queue_sender),
+        (FakeServiceBusClient.get_queue_receiver, ServiceBusClient.get_queue_receiver),
+        (FakeServiceBusClient.close, ServiceBusClient.close),
+        (FakeSender.send_messages, ServiceBusSender.send_messages),
+        (FakeSender.close, ServiceBusSender.close),
+        (FakeReceiver.peek_messages, ServiceBusReceiver.peek_messages),
+        (FakeReceiver.receive_messages, ServiceBusReceiver.receive_messages),
+        (FakeReceiver.complete_message, ServiceBusReceiver.complete_message),
+        (FakeReceiver.abandon_message, ServiceBusReceiver.abandon_message),
+        (FakeReceiver.close, ServiceBusReceiver.close),
+    ],
+    ids=lambda f: getattr(f, "__qualname__", str(f)),
+)
 def test_fake_method_has_the_sdk_signature(fake: Any, real: Any) -> None:
     # GIVEN a fake method and the azure-servicebus method it stands for
     # WHEN their signatures are compared

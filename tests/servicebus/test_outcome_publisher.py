@@ -14,9 +14,9 @@ from azure.servicebus.exceptions import ServiceBusConnectionError
 
 from shared.adapters import servicebus as adapter
 from shared.adapters.servicebus import ServiceBusOutcomePublisher, ServiceBusRequestQueue
-from shared.outcome import CONTENT_TYPE, outcome_event
+from shared.domain.outcome import CONTENT_TYPE, outcome_event
 from shared.ports import OutcomePublisher, RequestSender
-from tests.servicebus.fakes import FakeServiceBusClient
+from tests.support.servicebus_fakes import FakeServiceBusClient
 
 
 def event(request_id: str = "TCK-1", operation: str | None = "export", status: str = "completed") -> dict[str, Any]:
@@ -64,8 +64,11 @@ def test_an_outcome_is_a_structured_cloudevent_with_routing_properties() -> None
     assert message.message_id == "TCK-9:partially_completed"
     assert message.correlation_id == "TCK-9"
     assert message.subject == "aml.dsr.delete.partially_completed"
-    assert message.application_properties == {"type": "aml.dsr.delete.partially_completed",
-                                               "status": "partially_completed", "operation": "delete"}
+    assert message.application_properties == {
+        "type": "aml.dsr.delete.partially_completed",
+        "status": "partially_completed",
+        "operation": "delete",
+    }
 
 
 def test_a_rejection_without_an_operation_has_no_operation_property() -> None:
@@ -103,8 +106,7 @@ def test_concurrent_invocations_share_one_sender_safely() -> None:
     assert len(factory.clients[0].sent["q"]) == 16
 
 
-def test_without_a_factory_one_shared_client_per_namespace_is_built_from_the_credential(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_factory_one_shared_client_per_namespace_is_built_from_the_credential(monkeypatch: pytest.MonkeyPatch) -> None:
     # GIVEN the real connect() replaced, and a credential factory like bootstrap's
     made: list[tuple[str, Any]] = []
 
@@ -147,8 +149,9 @@ def test_a_continuation_is_the_request_with_a_derived_id_and_its_number() -> Non
 def test_a_delayed_request_is_scheduled() -> None:
     factory = Factory()
     before = datetime.now(UTC)
-    ServiceBusRequestQueue("ns", "q", client_factory=factory).send_request({"requestId": "TCK-1"}, message_id="x",
-                                                                           delay_seconds=90)
+    ServiceBusRequestQueue("ns", "q", client_factory=factory).send_request(
+        {"requestId": "TCK-1"}, message_id="x", delay_seconds=90
+    )
     (message,) = factory.clients[0].sent["q"]
     assert message.scheduled_enqueue_time_utc is not None
     assert timedelta(seconds=89) < message.scheduled_enqueue_time_utc - before < timedelta(seconds=95)

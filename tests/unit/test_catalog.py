@@ -9,22 +9,26 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-import shared.catalog
-from shared.catalog import Catalog, build_path, encode_segment, field_values, load_catalog, scalar_ids, workspace_path
-from shared.contract import DELETE_KINDS, EXPORT_KINDS, Target
+import shared.domain.catalog
+from shared.domain.catalog import Catalog, build_path, encode_segment, field_values, load_catalog, scalar_ids, workspace_path
+from shared.domain.contract import DELETE_KINDS, EXPORT_KINDS, Target
 
 ENDPOINTS_MD = Path(__file__).parents[1] / "fixtures" / "reference" / "endpoints.md"
 ROW_KIND = {
-    "workspaces": "workspace", "workspace (entire)": "workspaceDelete", "notification tasks": "tasks",
-    "pipeline experiments": "pipelineExperiments", "pipeline graphs": "pipelineGraphs",
-    "pipeline modules": "pipelineModules", "pipeline templates": "pipelineTemplates",
+    "workspaces": "workspace",
+    "workspace (entire)": "workspaceDelete",
+    "notification tasks": "tasks",
+    "pipeline experiments": "pipelineExperiments",
+    "pipeline graphs": "pipelineGraphs",
+    "pipeline modules": "pipelineModules",
+    "pipeline templates": "pipelineTemplates",
     "pipeline data sources": "pipelineDataSources",
 }
 FAMILY = {"ARM": "arm", "MMS": "modelmanagement", "EXP": "experiments", "AETHER": "aether"}
 # Rows we deliberately do not call, and why.
 NOT_CALLED = {
     ("workspaces", "list"): "the target workspace is read by its own GET; listing the resource group would "
-                            "read other workspaces (data minimisation)",
+    "read other workspaces (data minimisation)",
 }
 
 
@@ -49,8 +53,7 @@ def _catalog_paths(catalog: Catalog, kind_name: str) -> dict[str, tuple[str, str
     if kind_name == "workspaceDelete":
         return {"delete": (catalog.workspaceDelete.family, canon(catalog.workspaceDelete.item))}
     kind = catalog.kinds[kind_name]
-    return {column: (kind.family, canon(template))
-            for column, template in (("list", kind.list), ("item", kind.item)) if template}
+    return {column: (kind.family, canon(template)) for column, template in (("list", kind.list), ("item", kind.item)) if template}
 
 
 def _rows() -> list[tuple[str, str, str, str]]:
@@ -102,7 +105,7 @@ def test_the_reference_has_as_many_rows_as_we_think():
 
 
 def test_a_catalog_with_an_unknown_field_or_dangling_reference_is_refused():
-    raw = json.loads((Path(shared.catalog.__file__).with_name("catalog.json")).read_text())
+    raw = json.loads((Path(shared.domain.catalog.__file__).with_name("catalog.json")).read_text())
     typo = json.loads(json.dumps(raw))
     typo["kinds"]["models"]["paging_style"] = "nextLink"
     with pytest.raises(ValidationError, match="paging_style"):
@@ -119,8 +122,9 @@ def test_a_catalog_with_an_unknown_field_or_dangling_reference_is_refused():
 
 def test_paths_encode_ids_as_single_segments():
     catalog = load_catalog()
-    target = Target(subscriptionId="00000000-1111-2222-3333-444444444444", resourceGroup="rg(1).x",
-                    workspace="ws-1", location="westeurope")
+    target = Target(
+        subscriptionId="00000000-1111-2222-3333-444444444444", resourceGroup="rg(1).x", workspace="ws-1", location="westeurope"
+    )
     ws = workspace_path(catalog, target)
     assert ws.endswith("/resourceGroups/rg(1).x/providers/Microsoft.MachineLearningServices/workspaces/ws-1")
     assert build_path("api/{ws}/models/{id}", ws, {"id": "churn-model:1"}).endswith("/models/churn-model:1")
@@ -130,8 +134,10 @@ def test_paths_encode_ids_as_single_segments():
 
 
 def test_references_are_read_from_records():
-    graph = {"moduleNodes": [{"moduleId": "m1"}, {"moduleId": "m2"}, {"moduleId": "m1"}, {"x": 1}],
-             "datasourceNodes": "not a list"}
+    graph = {
+        "moduleNodes": [{"moduleId": "m1"}, {"moduleId": "m2"}, {"moduleId": "m1"}, {"x": 1}],
+        "datasourceNodes": "not a list",
+    }
     assert scalar_ids(graph, "moduleNodes[*].moduleId") == ["m1", "m2"]
     assert scalar_ids(graph, "datasourceNodes[*].dataSourceId") == []
     assert field_values({"a": {"b": [1, 2]}}, "a.b") == [[1, 2]]

@@ -20,9 +20,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from shared.bundle import jsonl_name, manifest_name
-from shared.catalog import load_catalog, workspace_path
-from shared.contract import (
+from shared.domain.catalog import load_catalog, workspace_path
+from shared.domain.contract import (
     DELETE_KINDS,
     EXPORT_KINDS,
     GUID,
@@ -34,12 +33,13 @@ from shared.contract import (
     DsrRequest,
     parse_request,
 )
-from shared.errors import RequestRejected
-from shared.export import Endpoints
-from shared.outcome import rejected_event
+from shared.domain.errors import RequestRejected
+from shared.domain.outcome import rejected_event
+from shared.domain.urls import UrlPolicy
+from shared.service.bundle import jsonl_name, manifest_name
+from shared.service.listing import Endpoints
 from shared.settings import Settings
-from shared.urls import UrlPolicy
-from tests.security.hostile import CASES
+from tests.support.hostile import CASES
 
 SUB = "00000000-1111-2222-3333-444444444444"
 TARGET = {"subscriptionId": SUB, "resourceGroup": "rg-ml", "workspace": "ws-prod", "location": "westeurope"}
@@ -50,8 +50,11 @@ VALID: dict[str, Any] = {
     "targets": [TARGET],
     "resourceKinds": ["models", "runs"],
     "scope": "workspace",
-    "subject": {"objectId": "aaaaaaaa-0000-0000-0000-000000000001", "tenantId": "bbbbbbbb-0000-0000-0000-000000000002",
-                "upn": "jane@contoso.com"},
+    "subject": {
+        "objectId": "aaaaaaaa-0000-0000-0000-000000000001",
+        "tenantId": "bbbbbbbb-0000-0000-0000-000000000002",
+        "upn": "jane@contoso.com",
+    },
     "dryRun": False,
     "deleteWorkspace": False,
     "confirmWorkspace": None,
@@ -89,6 +92,7 @@ def rejection(body: Any) -> RequestRejected:
 @contextlib.contextmanager
 def no_io() -> Iterator[None]:
     """Any attempt at a network connection or a file write fails the test."""
+
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("parse_request tried to do I/O")
 
@@ -99,8 +103,12 @@ def no_io() -> Iterator[None]:
             refuse()
         return real_open(file, mode, *args, **kwargs)
 
-    with mock.patch.object(socket.socket, "connect", refuse), mock.patch.object(socket.socket, "connect_ex", refuse), \
-            mock.patch.object(socket, "getaddrinfo", refuse), mock.patch("builtins.open", read_only_open):
+    with (
+        mock.patch.object(socket.socket, "connect", refuse),
+        mock.patch.object(socket.socket, "connect_ex", refuse),
+        mock.patch.object(socket, "getaddrinfo", refuse),
+        mock.patch("builtins.open", read_only_open),
+    ):
         yield
 
 
@@ -134,8 +142,12 @@ RULES: list[tuple[str, Any, str, str]] = [
     ("target not an object", message(targets=["ws-prod"]), "wrong_type", "targets[0]"),
     ("target duplicated", message(targets=[TARGET, {**TARGET, "resourceGroup": "RG-ML"}]), "duplicate_target", "targets[1]"),
     ("target unknown field", with_target(region="westeurope"), "unknown_field", "targets[0].region"),
-    ("target field missing", message(targets=[{k: v for k, v in TARGET.items() if k != "location"}]), "missing_field",
-     "targets[0].location"),
+    (
+        "target field missing",
+        message(targets=[{k: v for k, v in TARGET.items() if k != "location"}]),
+        "missing_field",
+        "targets[0].location",
+    ),
     # subscriptionId
     ("subscriptionId not a GUID", with_target(subscriptionId="not-a-guid"), "invalid_format", "targets[0].subscriptionId"),
     ("subscriptionId braces", with_target(subscriptionId="{" + SUB + "}"), "invalid_format", "targets[0].subscriptionId"),
@@ -170,31 +182,57 @@ RULES: list[tuple[str, Any, str, str]] = [
     ("scope subject without subject", message(scope="subject", subject=None), "subject_required", "subject"),
     ("subject objectId missing", message(subject={"upn": "jane@contoso.com"}), "missing_field", "subject.objectId"),
     ("subject objectId not a GUID", message(subject={"objectId": "jane"}), "invalid_format", "subject.objectId"),
-    ("subject tenantId not a GUID", message(subject={"objectId": VALID["subject"]["objectId"], "tenantId": "contoso"}),
-     "invalid_format", "subject.tenantId"),
-    ("subject upn without @", message(subject={"objectId": VALID["subject"]["objectId"], "upn": "jane"}),
-     "invalid_format", "subject.upn"),
-    ("subject upn too long", message(subject={"objectId": VALID["subject"]["objectId"], "upn": "j" * 200 + "@" + "c" * 60}),
-     "too_long", "subject.upn"),
-    ("subject unknown field", message(subject={"objectId": VALID["subject"]["objectId"], "name": "Jane"}),
-     "unknown_field", "subject.name"),
+    (
+        "subject tenantId not a GUID",
+        message(subject={"objectId": VALID["subject"]["objectId"], "tenantId": "contoso"}),
+        "invalid_format",
+        "subject.tenantId",
+    ),
+    (
+        "subject upn without @",
+        message(subject={"objectId": VALID["subject"]["objectId"], "upn": "jane"}),
+        "invalid_format",
+        "subject.upn",
+    ),
+    (
+        "subject upn too long",
+        message(subject={"objectId": VALID["subject"]["objectId"], "upn": "j" * 200 + "@" + "c" * 60}),
+        "too_long",
+        "subject.upn",
+    ),
+    (
+        "subject unknown field",
+        message(subject={"objectId": VALID["subject"]["objectId"], "name": "Jane"}),
+        "unknown_field",
+        "subject.name",
+    ),
     ("subject not an object", message(subject="jane@contoso.com"), "wrong_type", "subject"),
     # dryRun / deleteWorkspace / confirmWorkspace
     ("dryRun on export", message(dryRun=True), "delete_only", "dryRun"),
     ("dryRun as string", delete(dryRun="yes"), "wrong_type", "dryRun"),
     ("dryRun as number", delete(dryRun=0), "wrong_type", "dryRun"),
-    ("deleteWorkspace on export", message(deleteWorkspace=True, confirmWorkspace="ws-prod"), "delete_only",
-     "deleteWorkspace"),
+    ("deleteWorkspace on export", message(deleteWorkspace=True, confirmWorkspace="ws-prod"), "delete_only", "deleteWorkspace"),
     ("deleteWorkspace as string", delete(deleteWorkspace="true"), "wrong_type", "deleteWorkspace"),
     ("deleteWorkspace unconfirmed", delete(deleteWorkspace=True), "workspace_delete_unconfirmed", "confirmWorkspace"),
-    ("deleteWorkspace confirmed wrongly", delete(deleteWorkspace=True, confirmWorkspace="ws-other"),
-     "workspace_delete_unconfirmed", "confirmWorkspace"),
-    ("deleteWorkspace two targets", delete(deleteWorkspace=True, confirmWorkspace="ws-prod",
-                                           targets=[TARGET, {**TARGET, "workspace": "ws-two"}]),
-     "workspace_delete_single_target", "targets"),
+    (
+        "deleteWorkspace confirmed wrongly",
+        delete(deleteWorkspace=True, confirmWorkspace="ws-other"),
+        "workspace_delete_unconfirmed",
+        "confirmWorkspace",
+    ),
+    (
+        "deleteWorkspace two targets",
+        delete(deleteWorkspace=True, confirmWorkspace="ws-prod", targets=[TARGET, {**TARGET, "workspace": "ws-two"}]),
+        "workspace_delete_single_target",
+        "targets",
+    ),
     ("confirmWorkspace on export", message(confirmWorkspace="ws-prod"), "delete_only", "confirmWorkspace"),
-    ("confirmWorkspace without deleteWorkspace", delete(confirmWorkspace="ws-prod"), "confirm_without_delete",
-     "confirmWorkspace"),
+    (
+        "confirmWorkspace without deleteWorkspace",
+        delete(confirmWorkspace="ws-prod"),
+        "confirm_without_delete",
+        "confirmWorkspace",
+    ),
     ("confirmWorkspace as number", delete(deleteWorkspace=True, confirmWorkspace=1), "wrong_type", "confirmWorkspace"),
     # requestedBy
     ("requestedBy 129 chars", message(requestedBy="x" * 129), "too_long", "requestedBy"),
@@ -223,25 +261,45 @@ def test_each_rule_has_its_code_and_names_its_field(body, code, field):
     assert error.violations and all(CODE.match(v.code) for v in error.violations)
 
 
-@pytest.mark.parametrize(("raw", "code"), [
-    (b"x" * (MAX_MESSAGE_BYTES + 1), "too_large"),
-    ("é" * (MAX_MESSAGE_BYTES // 2 + 1), "too_large"),  # counted in UTF-8 bytes, not characters
-    (b"\xff\xfe{\x00}\x00", "invalid_encoding"),
-    (b'{"a": "\xc3"}', "invalid_encoding"),
-    ("\ud800", "invalid_encoding"),  # a str with a lone surrogate has no UTF-8 form
-    (b"", "invalid_json"),
-    (b"{", "invalid_json"),
-    (b'{"a": NaN}', "invalid_json"),
-    (b'{"a": Infinity}', "invalid_json"),
-    (b'{"a": 1} {"b": 2}', "invalid_json"),
-    (b'{"a": 1, "a": 2}', "duplicate_field"),
-    (b"[" * 32000 + b"]" * 32000, "too_deep"),
-    (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, "too_deep"),
-    (b"[" * 100_000 + b"]" * 100_000, "too_large"),
-    (b"null", "wrong_type"),
-    (b'"a string"', "wrong_type"),
-], ids=["oversize", "oversize-utf8", "utf16", "truncated-utf8", "lone-surrogate-str", "empty", "truncated", "nan",
-        "infinity", "two-values", "duplicate-key", "deep-arrays", "deep-objects", "deep-100k", "null", "string"])
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"x" * (MAX_MESSAGE_BYTES + 1), "too_large"),
+        ("é" * (MAX_MESSAGE_BYTES // 2 + 1), "too_large"),  # counted in UTF-8 bytes, not characters
+        (b"\xff\xfe{\x00}\x00", "invalid_encoding"),
+        (b'{"a": "\xc3"}', "invalid_encoding"),
+        ("\ud800", "invalid_encoding"),  # a str with a lone surrogate has no UTF-8 form
+        (b"", "invalid_json"),
+        (b"{", "invalid_json"),
+        (b'{"a": NaN}', "invalid_json"),
+        (b'{"a": Infinity}', "invalid_json"),
+        (b'{"a": 1} {"b": 2}', "invalid_json"),
+        (b'{"a": 1, "a": 2}', "duplicate_field"),
+        (b"[" * 32000 + b"]" * 32000, "too_deep"),
+        (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, "too_deep"),
+        (b"[" * 100_000 + b"]" * 100_000, "too_large"),
+        (b"null", "wrong_type"),
+        (b'"a string"', "wrong_type"),
+    ],
+    ids=[
+        "oversize",
+        "oversize-utf8",
+        "utf16",
+        "truncated-utf8",
+        "lone-surrogate-str",
+        "empty",
+        "truncated",
+        "nan",
+        "infinity",
+        "two-values",
+        "duplicate-key",
+        "deep-arrays",
+        "deep-objects",
+        "deep-100k",
+        "null",
+        "string",
+    ],
+)
 def test_the_message_as_a_whole(raw, code):
     error = rejection(raw)
     assert [v.code for v in error.violations] == [code]
@@ -282,6 +340,7 @@ def test_only_the_first_broken_cross_field_rule_is_needed():
 # defaults
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def test_defaults_of_an_export():
     request = parse_request(json.dumps({k: VALID[k] for k in ("schemaVersion", "requestId", "operation", "targets")}))
     assert request.resourceKinds is None
@@ -317,8 +376,14 @@ def test_the_contract_example_is_valid():
 # ---------------------------------------------------------------------------------------------------------------
 
 CLOUD_EVENT = {"specversion": "1.0", "id": "evt-1", "source": "/servicenow", "type": "Dsr.Request", "data": VALID}
-EVENT_GRID = {"id": "evt-1", "eventType": "Dsr.Request", "subject": "x", "dataVersion": "1", "eventTime": "2026-01-01",
-              "data": VALID}
+EVENT_GRID = {
+    "id": "evt-1",
+    "eventType": "Dsr.Request",
+    "subject": "x",
+    "dataVersion": "1",
+    "eventTime": "2026-01-01",
+    "data": VALID,
+}
 
 
 @pytest.mark.parametrize("envelope", [CLOUD_EVENT, EVENT_GRID], ids=["cloudevent", "eventgrid"])
@@ -326,21 +391,37 @@ def test_a_request_in_an_envelope_is_its_data(envelope):
     assert parse_request(json.dumps(envelope)) == parse_request(json.dumps(VALID))
 
 
-@pytest.mark.parametrize(("envelope", "field"), [
-    ({**CLOUD_EVENT, "specversion": "0.3"}, "specversion"),
-    ({**CLOUD_EVENT, "specversion": 1.0}, "specversion"),
-    ({k: v for k, v in CLOUD_EVENT.items() if k != "id"}, "id"),
-    ({**CLOUD_EVENT, "source": ""}, "source"),
-    ({**CLOUD_EVENT, "type": 5}, "type"),
-    ({**CLOUD_EVENT, "data": json.dumps(VALID)}, "data"),
-    ({k: v for k, v in CLOUD_EVENT.items() if k != "data"}, "data"),
-    ({**CLOUD_EVENT, "data": [VALID]}, "data"),
-    ({k: v for k, v in EVENT_GRID.items() if k != "id"}, "id"),
-    ({**EVENT_GRID, "eventType": ""}, "eventType"),
-    ({**EVENT_GRID, "data": None}, "data"),
-    ({**EVENT_GRID, "data": "x"}, "data"),
-], ids=["ce-0.3", "ce-number", "ce-no-id", "ce-empty-source", "ce-type-number", "ce-data-string", "ce-no-data",
-        "ce-data-list", "eg-no-id", "eg-empty-type", "eg-data-null", "eg-data-string"])
+@pytest.mark.parametrize(
+    ("envelope", "field"),
+    [
+        ({**CLOUD_EVENT, "specversion": "0.3"}, "specversion"),
+        ({**CLOUD_EVENT, "specversion": 1.0}, "specversion"),
+        ({k: v for k, v in CLOUD_EVENT.items() if k != "id"}, "id"),
+        ({**CLOUD_EVENT, "source": ""}, "source"),
+        ({**CLOUD_EVENT, "type": 5}, "type"),
+        ({**CLOUD_EVENT, "data": json.dumps(VALID)}, "data"),
+        ({k: v for k, v in CLOUD_EVENT.items() if k != "data"}, "data"),
+        ({**CLOUD_EVENT, "data": [VALID]}, "data"),
+        ({k: v for k, v in EVENT_GRID.items() if k != "id"}, "id"),
+        ({**EVENT_GRID, "eventType": ""}, "eventType"),
+        ({**EVENT_GRID, "data": None}, "data"),
+        ({**EVENT_GRID, "data": "x"}, "data"),
+    ],
+    ids=[
+        "ce-0.3",
+        "ce-number",
+        "ce-no-id",
+        "ce-empty-source",
+        "ce-type-number",
+        "ce-data-string",
+        "ce-no-data",
+        "ce-data-list",
+        "eg-no-id",
+        "eg-empty-type",
+        "eg-data-null",
+        "eg-data-string",
+    ],
+)
 def test_a_malformed_envelope_is_rejected(envelope, field):
     error = rejection(envelope)
     assert [(v.code, v.field) for v in error.violations] == [("invalid_envelope", field)]
@@ -364,6 +445,7 @@ def test_event_grid_shape_needs_both_event_type_and_data():
 # the hostile corpus, in process (the CLI runs it too: tests/security/test_hostile_input.py)
 # ---------------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_hostile_corpus_case_is_rejected_with_its_code(case):
     with no_io():
@@ -377,8 +459,9 @@ def test_hostile_corpus_case_is_rejected_with_its_code(case):
 
 ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=20)  # includes lone surrogates and controls
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | ANY_TEXT
-JSON_VALUES = st.recursive(SCALARS, lambda children: st.lists(children, max_size=4)
-                           | st.dictionaries(ANY_TEXT, children, max_size=4), max_leaves=25)
+JSON_VALUES = st.recursive(
+    SCALARS, lambda children: st.lists(children, max_size=4) | st.dictionaries(ANY_TEXT, children, max_size=4), max_leaves=25
+)
 FIELDS = [*VALID, "eventType", "specversion", "data", "id"]
 TARGET_FIELDS = [*TARGET, "region"]
 PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -426,8 +509,12 @@ def mutated_messages(draw: Callable[..., Any]) -> Any:
             body[draw(st.sampled_from(FIELDS))] = draw(JSON_VALUES)
         elif action == "drop":
             body.pop(draw(st.sampled_from(FIELDS)), None)
-        elif action == "target" and isinstance(body.get("targets"), list) and body["targets"] \
-                and isinstance(body["targets"][0], dict):
+        elif (
+            action == "target"
+            and isinstance(body.get("targets"), list)
+            and body["targets"]
+            and isinstance(body["targets"][0], dict)
+        ):
             body["targets"][0][draw(st.sampled_from(TARGET_FIELDS))] = draw(JSON_VALUES)
         elif action == "string":
             key = draw(st.sampled_from(FIELDS))
@@ -466,16 +553,22 @@ def test_random_text_is_a_coded_rejection(text):
 
 
 @PROPERTY
-@given(st.sampled_from(["[", "{\"a\":", "[{\"a\":"]), st.integers(1, 40_000))
+@given(st.sampled_from(["[", '{"a":', '[{"a":']), st.integers(1, 40_000))
 def test_deep_nesting_is_a_coded_rejection_at_any_depth(opener, depth):
-    closer = {"[": "]", "{\"a\":": "}", "[{\"a\":": "}]"}[opener]
+    closer = {"[": "]", '{"a":': "}", '[{"a":': "}]"}[opener]
     error = check_total(opener * depth + "1" + closer * depth)
     assert isinstance(error, RequestRejected)
 
 
 def test_huge_and_deep_inputs_do_not_crash():
-    for raw in (os.urandom(1024 * 1024), b"[" * 100_000 + b"]" * 100_000, b"[" * 100_000, b"{" * 65_536,
-                "[" * 100_000, b'{"a":' * 13_000 + b"1" + b"}" * 13_000):
+    for raw in (
+        os.urandom(1024 * 1024),
+        b"[" * 100_000 + b"]" * 100_000,
+        b"[" * 100_000,
+        b"{" * 65_536,
+        "[" * 100_000,
+        b'{"a":' * 13_000 + b"1" + b"}" * 13_000,
+    ):
         assert isinstance(check_total(raw), RequestRejected)
 
 
@@ -483,13 +576,18 @@ def test_huge_and_deep_inputs_do_not_crash():
 # what passes the input boundary is safe to put into a host name, a URL path and a blob name
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def assert_safe_to_build_urls_and_names(request: DsrRequest) -> None:
     defaults = Settings().endpoints
     policy = UrlPolicy(defaults)
     endpoints = Endpoints(defaults)
     catalog = load_catalog()
-    suffix = {"arm": "management.azure.com", "modelmanagement": ".modelmanagement.azureml.net",
-              "experiments": ".experiments.azureml.net", "aether": ".aether.ms"}
+    suffix = {
+        "arm": "management.azure.com",
+        "modelmanagement": ".modelmanagement.azureml.net",
+        "experiments": ".experiments.azureml.net",
+        "aether": ".aether.ms",
+    }
     for target in request.targets:
         path = workspace_path(catalog, target)
         assert ".." not in path.split("/") and "?" not in path and "#" not in path and "\\" not in path
@@ -505,23 +603,32 @@ def assert_safe_to_build_urls_and_names(request: DsrRequest) -> None:
     assert manifest_name(request.requestId).startswith(request.requestId + "/")
 
 
-VALID_TARGETS = st.fixed_dictionaries({
-    "subscriptionId": st.from_regex(GUID, fullmatch=True),
-    "resourceGroup": st.from_regex(RESOURCE_GROUP, fullmatch=True).filter(lambda s: len(s) <= 90),
-    "workspace": st.from_regex(WORKSPACE, fullmatch=True).filter(lambda s: 3 <= len(s) <= 33),
-    "location": st.from_regex(LOCATION, fullmatch=True),
-})
+VALID_TARGETS = st.fixed_dictionaries(
+    {
+        "subscriptionId": st.from_regex(GUID, fullmatch=True),
+        "resourceGroup": st.from_regex(RESOURCE_GROUP, fullmatch=True).filter(lambda s: len(s) <= 90),
+        "workspace": st.from_regex(WORKSPACE, fullmatch=True).filter(lambda s: 3 <= len(s) <= 33),
+        "location": st.from_regex(LOCATION, fullmatch=True),
+    }
+)
 
 
 @PROPERTY
-@given(st.from_regex(REQUEST_ID, fullmatch=True).filter(lambda s: len(s) <= 64),
-       st.lists(VALID_TARGETS, min_size=1, max_size=3, unique_by=lambda t: (t["subscriptionId"].lower(),
-                t["resourceGroup"].lower(), t["workspace"].lower())),
-       st.sampled_from(["export", "delete"]))
+@given(
+    st.from_regex(REQUEST_ID, fullmatch=True).filter(lambda s: len(s) <= 64),
+    st.lists(
+        VALID_TARGETS,
+        min_size=1,
+        max_size=3,
+        unique_by=lambda t: (t["subscriptionId"].lower(), t["resourceGroup"].lower(), t["workspace"].lower()),
+    ),
+    st.sampled_from(["export", "delete"]),
+)
 def test_every_valid_request_builds_only_allowed_urls_and_plain_blob_names(request_id, targets, operation):
     # GIVEN any request the contract accepts
-    request = parse_request(json.dumps({"schemaVersion": "1", "requestId": request_id, "operation": operation,
-                                        "targets": targets}))
+    request = parse_request(
+        json.dumps({"schemaVersion": "1", "requestId": request_id, "operation": operation, "targets": targets})
+    )
     # THEN every URL it leads to stays on the configured domains, with the location as one DNS label,
     # and every blob name is a plain relative path
     assert_safe_to_build_urls_and_names(request)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import (
+from shared.domain.errors import (
     BadResponseError,
     ForbiddenError,
     NotFoundError,
@@ -16,13 +16,28 @@ from shared.errors import (
 )
 
 
-@pytest.mark.parametrize(("status", "expected"), [
-    (200, None), (202, None), (204, None),
-    (429, ThrottledError), (500, RetryableError), (502, RetryableError), (503, RetryableError),
-    (504, RetryableError), (408, RetryableError),
-    (404, NotFoundError), (410, NotFoundError), (401, ForbiddenError), (403, ForbiddenError),
-    (301, BadResponseError), (302, BadResponseError), (400, PermanentError), (409, PermanentError),
-])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (200, None),
+        (202, None),
+        (204, None),
+        (429, ThrottledError),
+        (500, RetryableError),
+        (502, RetryableError),
+        (503, RetryableError),
+        (504, RetryableError),
+        (408, RetryableError),
+        (404, NotFoundError),
+        (410, NotFoundError),
+        (401, ForbiddenError),
+        (403, ForbiddenError),
+        (301, BadResponseError),
+        (302, BadResponseError),
+        (400, PermanentError),
+        (409, PermanentError),
+    ],
+)
 def test_every_status_lands_in_one_branch_of_the_tree(status, expected):
     error = classify_status(status)
     if expected is None:
@@ -44,9 +59,18 @@ def test_error_codes_are_stable():
     assert classify_status(400).code == "http_400"
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("17", 17.0), ("0", 0.0), ("1.5", 1.5), ("-3", 0.0), (None, None), ("", None), ("soon", None),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("17", 17.0),
+        ("0", 0.0),
+        ("1.5", 1.5),
+        ("-3", 0.0),
+        (None, None),
+        ("", None),
+        ("soon", None),
+    ],
+)
 def test_retry_after_seconds(value, expected):
     assert parse_retry_after(value) == expected
 

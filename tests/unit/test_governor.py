@@ -1,4 +1,4 @@
-"""The rate governor (shared.governor): pure logic on a fake clock, and its place in the HTTP seam.
+"""The rate governor (shared.domain.governor): pure logic on a fake clock, and its place in the HTTP seam.
 
 No wall-clock timing here: "seconds" are the fake clock's, and the simulation of a throttling service is a
 deterministic discrete-event loop, so the assertions are about the algorithm, not about this machine.
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from shared.adapters.aml_http import AzureMLHttp
-from shared.errors import NotFoundError, ThrottledError
-from shared.governor import Governor, Permit, remaining_from_headers
-from shared.urls import UrlPolicy
-from tests.security.loopback import FakeCredential, LoopbackServer, Reply, Seen
+from shared.domain.errors import NotFoundError, ThrottledError
+from shared.domain.governor import Governor, Permit, remaining_from_headers
+from shared.domain.urls import UrlPolicy
+from tests.support.loopback import FakeCredential, LoopbackServer, Reply, Seen
 
 
 class FakeClock:
@@ -51,6 +51,7 @@ def run_calls(gov: Governor, clock: FakeClock, count: int, seconds: float) -> No
 
 
 # -- pause and epochs ------------------------------------------------------------------------------------------------
+
 
 def test_unlimited_until_the_first_429():
     clock = FakeClock()
@@ -125,6 +126,7 @@ def test_a_503_with_retry_after_pauses_and_halves_concurrency_but_sets_no_rate()
 
 # -- pacing ------------------------------------------------------------------------------------------------------------
 
+
 def test_acquire_paces_calls_at_the_rate():
     clock = FakeClock()
     gov = governor(clock, max_concurrency=1000)
@@ -176,6 +178,7 @@ def test_after_a_long_cycle_the_rate_is_between_what_was_admitted_and_what_was_t
 
 # -- concurrency -------------------------------------------------------------------------------------------------------
 
+
 def test_concurrency_is_a_limit_that_halves_on_an_event_and_grows_by_one_per_window():
     clock = FakeClock()
     gov = governor(clock, max_concurrency=8)
@@ -211,14 +214,18 @@ def test_concurrency_is_not_cut_below_what_the_rate_needs_at_the_latency():
 
 # -- x-ms-ratelimit-remaining ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("headers", "expected"), [
-    ({"x-ms-ratelimit-remaining-subscription-reads": "11999"}, 11999),
-    ({"x-ms-ratelimit-remaining-subscription-reads": "12", "x-ms-ratelimit-remaining-tenant-reads": "7"}, 7),
-    ({"x-ms-ratelimit-remaining-resource": "Microsoft.Compute/GetOperation3Min;1199,Microsoft.Compute/Get30Min;2"}, 2),
-    ({"content-type": "application/json"}, None),
-    ({"x-ms-ratelimit-remaining-subscription-reads": "n/a"}, None),
-    ({}, None),
-])
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"x-ms-ratelimit-remaining-subscription-reads": "11999"}, 11999),
+        ({"x-ms-ratelimit-remaining-subscription-reads": "12", "x-ms-ratelimit-remaining-tenant-reads": "7"}, 7),
+        ({"x-ms-ratelimit-remaining-resource": "Microsoft.Compute/GetOperation3Min;1199,Microsoft.Compute/Get30Min;2"}, 2),
+        ({"content-type": "application/json"}, None),
+        ({"x-ms-ratelimit-remaining-subscription-reads": "n/a"}, None),
+        ({}, None),
+    ],
+)
 def test_remaining_counts_are_read_from_the_headers(headers, expected):
     assert remaining_from_headers(headers) == expected
 
@@ -245,6 +252,7 @@ def test_a_high_remaining_count_changes_nothing():
 
 # -- against a simulated token-bucket service --------------------------------------------------------------------------
 
+
 @dataclass(order=True)
 class _Event:
     at: float
@@ -261,8 +269,7 @@ class SimResult:
     throttled: int
 
 
-def simulate(gov: Governor, clock: FakeClock, *, rate: float, burst: int, calls: int, workers: int,
-             latency: float) -> SimResult:
+def simulate(gov: Governor, clock: FakeClock, *, rate: float, burst: int, calls: int, workers: int, latency: float) -> SimResult:
     """``workers`` threads export ``calls`` items through ``gov`` from a service that is a token bucket
     (``rate``, ``burst``) answering 429 with a whole-second Retry-After, like the emulator."""
     tokens, stamp = float(burst), 0.0
@@ -281,15 +288,24 @@ def simulate(gov: Governor, clock: FakeClock, *, rate: float, burst: int, calls:
                 else:
                     heapq.heappush(queue, _Event(clock.now + reservation.wait, next(seq), event.worker, "acquire"))
             elif reservation.wait:
-                heapq.heappush(queue, _Event(clock.now + reservation.wait, next(seq), event.worker, "confirm",
-                                             reservation.permit))
+                heapq.heappush(
+                    queue, _Event(clock.now + reservation.wait, next(seq), event.worker, "confirm", reservation.permit)
+                )
             else:
                 heapq.heappush(queue, _Event(clock.now + latency, next(seq), event.worker, "answer", reservation.permit))
         elif event.action == "confirm":
             assert event.permit is not None
             action = "answer" if gov.confirm(event.permit) else "acquire"
-            heapq.heappush(queue, _Event(clock.now + (latency if action == "answer" else 0), next(seq),
-                                         event.worker, action, event.permit if action == "answer" else None))
+            heapq.heappush(
+                queue,
+                _Event(
+                    clock.now + (latency if action == "answer" else 0),
+                    next(seq),
+                    event.worker,
+                    action,
+                    event.permit if action == "answer" else None,
+                ),
+            )
         else:
             assert event.permit is not None
             tokens, stamp = min(burst, tokens + (clock.now - stamp) * rate), clock.now
@@ -307,12 +323,15 @@ def simulate(gov: Governor, clock: FakeClock, *, rate: float, burst: int, calls:
     return SimResult(clock.now, done, throttled)
 
 
-@pytest.mark.parametrize(("rate", "burst", "workers", "latency"), [
-    (150, 30, 8, 0.02),    # the bench's rate-bound case
-    (150, 30, 32, 0.02),   # more threads than the limit needs
-    (25, 250, 16, 0.15),   # Azure Resource Manager's reads bucket, real-world latency
-    (60, 60, 8, 0.05),
-])
+@pytest.mark.parametrize(
+    ("rate", "burst", "workers", "latency"),
+    [
+        (150, 30, 8, 0.02),  # the bench's rate-bound case
+        (150, 30, 32, 0.02),  # more threads than the limit needs
+        (25, 250, 16, 0.15),  # Azure Resource Manager's reads bucket, real-world latency
+        (60, 60, 8, 0.05),
+    ],
+)
 def test_against_a_token_bucket_it_learns_the_rate_and_runs_just_under_it(rate, burst, workers, latency):
     clock = FakeClock()
     gov = governor(clock, max_concurrency=workers)
@@ -335,18 +354,32 @@ def test_against_an_unlimited_service_it_never_slows_down():
 
 # -- in the HTTP seam --------------------------------------------------------------------------------------------------
 
+
 def _client(base: str, gov: Governor, sleep: object) -> AzureMLHttp:
-    policy = UrlPolicy({"arm": f"{base}/arm", "modelmanagement": f"{base}/mms/{{location}}",
-                        "experiments": f"{base}/exp/{{location}}", "aether": f"{base}/aether/{{location}}"})
-    return AzureMLHttp(FakeCredential(), scope="https://management.core.windows.net/.default", policy=policy,
-                       max_attempts=3, connect_timeout=2, read_timeout=5, sleep=sleep, governor=gov)
+    policy = UrlPolicy(
+        {
+            "arm": f"{base}/arm",
+            "modelmanagement": f"{base}/mms/{{location}}",
+            "experiments": f"{base}/exp/{{location}}",
+            "aether": f"{base}/aether/{{location}}",
+        }
+    )
+    return AzureMLHttp(
+        FakeCredential(),
+        scope="https://management.core.windows.net/.default",
+        policy=policy,
+        max_attempts=3,
+        connect_timeout=2,
+        read_timeout=5,
+        sleep=sleep,
+        governor=gov,
+    )
 
 
 def test_every_attempt_goes_through_the_governor_and_a_429_teaches_it():
     clock = FakeClock()
     gov = governor(clock)
-    answers = iter([Reply(429, {"Retry-After": "2"}, {"error": {"code": "TooManyRequests"}}),
-                    Reply(200, {}, {"value": []})])
+    answers = iter([Reply(429, {"Retry-After": "2"}, {"error": {"code": "TooManyRequests"}}), Reply(200, {}, {"value": []})])
 
     def route(seen: Seen, server: LoopbackServer) -> Reply:
         return next(answers)
@@ -380,8 +413,12 @@ def test_giving_up_on_429s_still_frees_every_permit():
 
 
 def test_each_origin_has_its_own_governor_shared_by_its_calls():
-    aml = AzureMLHttp(FakeCredential(), scope="https://management.core.windows.net/.default",
-                      policy=UrlPolicy({"arm": "https://management.azure.com"}), max_concurrency=4)
+    aml = AzureMLHttp(
+        FakeCredential(),
+        scope="https://management.core.windows.net/.default",
+        policy=UrlPolicy({"arm": "https://management.azure.com"}),
+        max_concurrency=4,
+    )
     arm = aml.governor("https://management.azure.com/subscriptions/x")
     assert aml.governor("https://MANAGEMENT.azure.com/other") is arm
     assert aml.governor("https://westeurope.experiments.azureml.net/history") is not arm

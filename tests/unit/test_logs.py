@@ -24,58 +24,64 @@ TOKEN = "tok-8f3Kq9ZtW2xV7bN4mL1pR6sD0"
 JWT = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJvaWQiOiJhYWFhIiwidXBuIjoiamFuZSJ9.c2lnbmF0dXJlLXBhcnQ"
 
 
-@pytest.mark.parametrize(("text", "secret"), [
-    (f"Authorization: Bearer {TOKEN}", TOKEN),
-    (f"authorization=Bearer {TOKEN}", TOKEN),
-    (f"Authorization: Basic {TOKEN}", TOKEN),
-    (f"{{'Authorization': 'Bearer {TOKEN}'}}", TOKEN),
-    (f'{{"authorization": "SharedKey devstoreaccount1:{TOKEN}"}}', TOKEN),
-    (f"bearer {TOKEN}", TOKEN),
-    (JWT, JWT.split(".")[1]),
-    (f"token {JWT} expired", JWT.split(".")[2]),
-    (f"https://acct.blob.core.windows.net/c/b?sv=2022-11-02&se=2026&sr=b&sp=r&sig={TOKEN}", TOKEN),
-    (f"https://acct.blob.core.windows.net/c/b?skoid=x&sktid=y&skt=z&ske=w&sks=b&skv=v&sig={TOKEN}", TOKEN),
-    (f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={TOKEN}==;EndpointSuffix=core.windows.net", TOKEN),
-    (f"Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey={TOKEN}", TOKEN),
-    (f"SharedAccessSignature=sv=2019&sig={TOKEN}", TOKEN),
-    (f'{{"access_token": "{TOKEN}", "expires_on": "1700000000"}}', TOKEN),
-    (f'{{"access_token":"{TOKEN}"}}', TOKEN),
-    (f"{{'access_token': '{TOKEN}'}}", TOKEN),  # a Python repr
-    (json.dumps(json.dumps({"access_token": TOKEN})), TOKEN),  # JSON inside a JSON string
-    (f'{{"refresh_token": "{TOKEN}"}}', TOKEN),
-    (f'{{"client_secret": "{TOKEN}"}}', TOKEN),
-    (f"client_secret={TOKEN}&grant_type=client_credentials", TOKEN),
-    (f"access_token={TOKEN}", TOKEN),
-    (f"code={TOKEN}", TOKEN),
-    (f"X-IDENTITY-HEADER: {TOKEN}", TOKEN),
-    (f"x-identity-header={TOKEN}", TOKEN),
-    (f'{{"X-IDENTITY-HEADER": "{TOKEN}"}}', TOKEN),
-    (f"IDENTITY_HEADER={TOKEN}", TOKEN),
-    (f"MSI_SECRET={TOKEN}", TOKEN),
-    (f'{{"accountKey": "{TOKEN}"}}', TOKEN),
-    (f'{{"credential": "{TOKEN}"}}', TOKEN),
-    (f'{{"sasToken": "?sv=2019-02-02&sig={TOKEN}"}}', TOKEN),
-    (f'{{"clientSecret": "{TOKEN}"}}', TOKEN),
-    (f'{{"password": "{TOKEN}"}}', TOKEN),
-    (f"password: {TOKEN}", TOKEN),
-    (f"https://h/p?$skiptoken={TOKEN}&api-version=1", TOKEN),
-    (f"https://h/p?continuationToken={TOKEN}", TOKEN),
-    ("the reviewer is jane.doe@contoso.com", "jane.doe@contoso.com"),
-    ('{"upn": "john.roe@contoso.com"}', "john.roe@contoso.com"),
-])
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        (f"Authorization: Bearer {TOKEN}", TOKEN),
+        (f"authorization=Bearer {TOKEN}", TOKEN),
+        (f"Authorization: Basic {TOKEN}", TOKEN),
+        (f"{{'Authorization': 'Bearer {TOKEN}'}}", TOKEN),
+        (f'{{"authorization": "SharedKey devstoreaccount1:{TOKEN}"}}', TOKEN),
+        (f"bearer {TOKEN}", TOKEN),
+        (JWT, JWT.split(".")[1]),
+        (f"token {JWT} expired", JWT.split(".")[2]),
+        (f"https://acct.blob.core.windows.net/c/b?sv=2022-11-02&se=2026&sr=b&sp=r&sig={TOKEN}", TOKEN),
+        (f"https://acct.blob.core.windows.net/c/b?skoid=x&sktid=y&skt=z&ske=w&sks=b&skv=v&sig={TOKEN}", TOKEN),
+        (f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={TOKEN}==;EndpointSuffix=core.windows.net", TOKEN),
+        (f"Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey={TOKEN}", TOKEN),
+        (f"SharedAccessSignature=sv=2019&sig={TOKEN}", TOKEN),
+        (f'{{"access_token": "{TOKEN}", "expires_on": "1700000000"}}', TOKEN),
+        (f'{{"access_token":"{TOKEN}"}}', TOKEN),
+        (f"{{'access_token': '{TOKEN}'}}", TOKEN),  # a Python repr
+        (json.dumps(json.dumps({"access_token": TOKEN})), TOKEN),  # JSON inside a JSON string
+        (f'{{"refresh_token": "{TOKEN}"}}', TOKEN),
+        (f'{{"client_secret": "{TOKEN}"}}', TOKEN),
+        (f"client_secret={TOKEN}&grant_type=client_credentials", TOKEN),
+        (f"access_token={TOKEN}", TOKEN),
+        (f"code={TOKEN}", TOKEN),
+        (f"X-IDENTITY-HEADER: {TOKEN}", TOKEN),
+        (f"x-identity-header={TOKEN}", TOKEN),
+        (f'{{"X-IDENTITY-HEADER": "{TOKEN}"}}', TOKEN),
+        (f"IDENTITY_HEADER={TOKEN}", TOKEN),
+        (f"MSI_SECRET={TOKEN}", TOKEN),
+        (f'{{"accountKey": "{TOKEN}"}}', TOKEN),
+        (f'{{"credential": "{TOKEN}"}}', TOKEN),
+        (f'{{"sasToken": "?sv=2019-02-02&sig={TOKEN}"}}', TOKEN),
+        (f'{{"clientSecret": "{TOKEN}"}}', TOKEN),
+        (f'{{"password": "{TOKEN}"}}', TOKEN),
+        (f"password: {TOKEN}", TOKEN),
+        (f"https://h/p?$skiptoken={TOKEN}&api-version=1", TOKEN),
+        (f"https://h/p?continuationToken={TOKEN}", TOKEN),
+        ("the reviewer is jane.doe@contoso.com", "jane.doe@contoso.com"),
+        ('{"upn": "john.roe@contoso.com"}', "john.roe@contoso.com"),
+    ],
+)
 def test_redact_removes_the_secret(text, secret):
     assert secret not in redact(text)
     assert "REDACTED" in redact(text)
 
 
-@pytest.mark.parametrize("text", [
-    "request accepted",
-    "https://h/p?api-version=2024-04-01&includeSecret=false",
-    '{"secretsRedacted": 3, "calls": 12}',
-    "retrying GET /subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg/x",
-    "the identity lacks the right: access denied (HTTP 403): AuthorizationFailed",
-    "workspace_delete_unconfirmed",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "request accepted",
+        "https://h/p?api-version=2024-04-01&includeSecret=false",
+        '{"secretsRedacted": 3, "calls": 12}',
+        "retrying GET /subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg/x",
+        "the identity lacks the right: access denied (HTTP 403): AuthorizationFailed",
+        "workspace_delete_unconfirmed",
+    ],
+)
 def test_redact_leaves_ordinary_text_alone(text):
     assert redact(text) == text
 
@@ -90,12 +96,17 @@ def test_redact_never_raises_and_is_idempotent(text):
 @settings(max_examples=200, deadline=None)
 @given(st.from_regex(r"[A-Za-z0-9._~+/-]{12,64}", fullmatch=True), st.text(max_size=30), st.text(max_size=30))
 def test_a_bearer_token_is_removed_whatever_surrounds_it(token, before, after):
-    for shape in (f"Authorization: Bearer {token}", json.dumps({"access_token": token}),
-                  json.dumps({"headers": {"Authorization": f"Bearer {token}"}}), f"sig={token}"):
+    for shape in (
+        f"Authorization: Bearer {token}",
+        json.dumps({"access_token": token}),
+        json.dumps({"headers": {"Authorization": f"Bearer {token}"}}),
+        f"sig={token}",
+    ):
         assert token not in redact(before + " " + shape + " " + after)
 
 
 # -- the filter and the formatter -----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def capture() -> Iterator[tuple[logging.Logger, io.StringIO]]:
@@ -118,9 +129,17 @@ def lines(stream: io.StringIO) -> list[dict[str, object]]:
 
 def test_the_filter_redacts_the_message_its_arguments_and_every_extra(capture):
     logger, stream = capture
-    logger.info("calling %s with %s", "https://h/p?sig=" + TOKEN, {"Authorization": "Bearer " + TOKEN},
-                extra={"url": f"https://h/p?sig={TOKEN}", "headers": {"Authorization": f"Bearer {TOKEN}"},
-                       "urls": [f"https://h/p?sig={TOKEN}"], "pairs": (("Authorization", f"Bearer {TOKEN}"),)})
+    logger.info(
+        "calling %s with %s",
+        "https://h/p?sig=" + TOKEN,
+        {"Authorization": "Bearer " + TOKEN},
+        extra={
+            "url": f"https://h/p?sig={TOKEN}",
+            "headers": {"Authorization": f"Bearer {TOKEN}"},
+            "urls": [f"https://h/p?sig={TOKEN}"],
+            "pairs": (("Authorization", f"Bearer {TOKEN}"),),
+        },
+    )
     text = stream.getvalue()
     assert TOKEN not in text
     [entry] = lines(stream)

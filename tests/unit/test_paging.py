@@ -7,10 +7,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from shared.catalog import load_catalog
-from shared.errors import BadResponseError, NotFoundError
-from shared.export import list_records, next_page_url
+from shared.domain.catalog import load_catalog
+from shared.domain.errors import BadResponseError, NotFoundError
 from shared.ports import ApiResponse
+from shared.service.listing import list_records, next_page_url
 
 
 class ScriptedAzureML:
@@ -35,8 +35,7 @@ def test_next_link_is_followed_through_empty_pages_until_absent():
     first = "https://mms/api/ws/models?api-version=2019-11-01"
     pages = {
         first: {"value": [], "nextLink": "https://mms/api/ws/models?$skipToken=a&api-version=2019-11-01"},
-        "https://mms/api/ws/models?$skipToken=a&api-version=2019-11-01": {"value": [{"id": "m:1"}],
-                                                                            "nextLink": "https://mms/p3"},
+        "https://mms/api/ws/models?$skipToken=a&api-version=2019-11-01": {"value": [{"id": "m:1"}], "nextLink": "https://mms/p3"},
         "https://mms/p3?api-version=2019-11-01": {"value": [{"id": "m:2"}], "nextLink": None},
     }
     fake = ScriptedAzureML(pages)
@@ -46,8 +45,13 @@ def test_next_link_is_followed_through_empty_pages_until_absent():
 
 def test_a_next_link_that_drops_include_secret_gets_it_back():
     kind = load_catalog().kinds["datastores"]
-    url = next_page_url(kind, "https://exp/ds?includeSecret=false", "https://exp/ds?includeSecret=false",
-                        {"value": [], "nextLink": "https://exp/ds?continuationToken=t2", "continuationToken": "t2"}, 1)
+    url = next_page_url(
+        kind,
+        "https://exp/ds?includeSecret=false",
+        "https://exp/ds?includeSecret=false",
+        {"value": [], "nextLink": "https://exp/ds?continuationToken=t2", "continuationToken": "t2"},
+        1,
+    )
     assert url is not None
     query = parse_qs(urlsplit(url).query)
     assert query["includeSecret"] == ["false"] and query["continuationToken"] == ["t2"]
@@ -59,8 +63,7 @@ def test_a_next_link_that_drops_include_secret_gets_it_back():
 def test_a_continuation_token_alone_is_sent_back_on_the_first_pages_url():
     kind = load_catalog().kinds["runs"]
     first = "https://exp/history/v1.0/ws/experiments/e1/runs"
-    url = next_page_url(kind, first, first, {"value": [{"runId": "r1"}], "continuationToken": "tok/+=",
-                                             "nextLink": None}, 1)
+    url = next_page_url(kind, first, first, {"value": [{"runId": "r1"}], "continuationToken": "tok/+=", "nextLink": None}, 1)
     assert url is not None
     query = parse_qs(urlsplit(url).query)
     assert query["$continuationtoken"] == ["tok/+="] and query["continuationToken"] == ["tok/+="]
@@ -70,8 +73,11 @@ def test_a_continuation_token_alone_is_sent_back_on_the_first_pages_url():
 
 def test_the_end_of_a_list():
     kind = load_catalog().kinds["runs"]
-    for body in ({"value": []}, {"value": [], "nextLink": None, "continuationToken": None},
-                 {"value": [], "nextLink": "", "continuationToken": ""}):
+    for body in (
+        {"value": []},
+        {"value": [], "nextLink": None, "continuationToken": None},
+        {"value": [], "nextLink": "", "continuationToken": ""},
+    ):
         assert next_page_url(kind, "u", "u", body, 1) is None
 
 
@@ -93,13 +99,14 @@ def test_a_page_without_a_value_array_is_a_bad_response():
 
 def test_a_relative_next_link_is_resolved_against_its_page():
     kind = load_catalog().kinds["models"]
-    url = next_page_url(kind, "https://mms/api/ws/models?api-version=2019-11-01", "x",
-                        {"value": [], "nextLink": "models?$skipToken=b"}, 1)
+    url = next_page_url(
+        kind, "https://mms/api/ws/models?api-version=2019-11-01", "x", {"value": [], "nextLink": "models?$skipToken=b"}, 1
+    )
     assert url == "https://mms/api/ws/models?$skipToken=b&api-version=2019-11-01"
 
 
 def test_ids_fall_back_when_the_id_field_is_missing():
-    from shared.export import record_id
+    from shared.service.listing import record_id
 
     kinds = load_catalog().kinds
     assert record_id(kinds["tasks"], {"id": "t1"}) == "t1"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from shared.catalog import load_catalog
-from shared.contract import Subject
-from shared.subject import SubjectMatcher
+from shared.domain.catalog import load_catalog
+from shared.domain.contract import Subject
+from shared.domain.subject import SubjectMatcher
 
 JANE = Subject(objectId="aaaaaaaa-0000-0000-0000-000000000001", upn="jane.doe@contoso.com")
 OTHER = "aaaaaaaa-0000-0000-0000-000000000007"
@@ -48,8 +48,13 @@ def test_mentions_are_whole_tokens_in_any_string():
 
 def test_a_guid_inside_a_longer_token_is_not_a_mention():
     m = matcher()
-    for text in (f"x{JANE.objectId}y", f"{JANE.objectId}0", f"ab-{JANE.objectId}", "xjane.doe@contoso.com",
-                 "jane.doe@contoso.com.evil"):
+    for text in (
+        f"x{JANE.objectId}y",
+        f"{JANE.objectId}0",
+        f"ab-{JANE.objectId}",
+        "xjane.doe@contoso.com",
+        "jane.doe@contoso.com.evil",
+    ):
         assert m.match("models", {"description": text}, inherited=False) is None, text
 
 

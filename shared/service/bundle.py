@@ -1,4 +1,4 @@
-"""The export bundle (contract §3): per-kind ``.jsonl`` block blobs written as items arrive, manifest last."""
+"""The export bundle (docs/contract.md §3): per-kind ``.jsonl`` block blobs written as items arrive, manifest last."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from shared.contract import Target
+from shared.domain.contract import Target
 from shared.ports import BlockBlob
 
 BLOCK_BYTES = 4 * 1024 * 1024
@@ -60,15 +60,29 @@ class FileEntry:
     sha256: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "workspace": self.workspace, "items": self.items,
-                "bytes": self.bytes, "sha256": self.sha256}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "workspace": self.workspace,
+            "items": self.items,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+        }
 
 
 class JsonlWriter:
     """Thread-safe; memory bounded by one block. Nothing is visible until ``close`` commits the blocks."""
 
-    def __init__(self, blob: BlockBlob, *, name: str, kind: str, workspace: str, block_bytes: int = BLOCK_BYTES,
-                 resume: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        blob: BlockBlob,
+        *,
+        name: str,
+        kind: str,
+        workspace: str,
+        block_bytes: int = BLOCK_BYTES,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
         self._blob = blob
         self._name = name
         self._kind = kind

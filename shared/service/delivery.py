@@ -16,7 +16,7 @@ Service Bus, identity), a configuration error, anything unexpected. The last del
 ``failed`` outcome is not recorded as the request's final state, so a replay from the dead-letter queue
 resumes from the last checkpoint. Outcomes are published after the verdict is known, so a failed publish
 is a transient failure of the delivery, not of the request. A request dropped as a duplicate whose owner
-then dies is picked up by the watchdog (``shared.watchdog.sweep``, run by ``handlers/timers.py``).
+then dies is picked up by the watchdog (``shared.service.watchdog.sweep``, run by ``handlers/timers.py``).
 
 ``AutoCompleteSettlement`` is the settlement of a trigger with ``autoCompleteMessages``: completing is
 returning normally; redelivering and dead-lettering are raising (after ``maxDeliveryCount`` deliveries the
@@ -28,21 +28,20 @@ touching this policy.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from shared.dlq import REPLAY_COUNT
-from shared.errors import DsrError, PermanentError, RequestRejected
+from shared.domain import contract
+from shared.domain.deadletter import REPLAY_COUNT
+from shared.domain.errors import DsrError, PermanentError, RequestRejected
+from shared.domain.outcome import failed_event, unreadable_id
 from shared.logs import redact, request_context
-from shared.outcome import outcome_event, utc_now
 from shared.ports import RequestSender
-from shared.processor import Services, process
-from shared.state import LeaseLost, RequestBusy
+from shared.service.processor import Services, process, publish
+from shared.service.state import LeaseLost, RequestBusy
 
 log = logging.getLogger("dsr.delivery")
 
@@ -50,7 +49,7 @@ Action = Literal["complete", "redeliver", "dead_letter"]
 
 # Application properties of the messages the app puts on the request queue itself.
 CONTINUATION = "dsrContinuation"
-REQUEUE = "dsrRequeue"  # set by shared.watchdog
+REQUEUE = "dsrRequeue"  # set by shared.service.watchdog
 ORIGIN_MESSAGE_ID = "dsrOriginMessageId"
 
 
@@ -109,15 +108,18 @@ class _HeldOutcomes:
         self.events.append(event)
 
 
-def process_delivery(body: bytes | str, delivery: Delivery, services: Services,
-                     requests: RequestSender | None = None) -> Verdict:
+def process_delivery(body: bytes | str, delivery: Delivery, services: Services, requests: RequestSender | None = None) -> Verdict:
     """Run one delivered request message through the service layer and decide its settlement.
 
     Without a request queue to continue on, the request is processed to its end (no time budget).
     """
     last = delivery.delivery_count >= services.settings.max_delivery_count
-    facts: dict[str, Any] = {"messageId": delivery.message_id, "deliveryCount": delivery.delivery_count, "lastDelivery": last,
-                             "enqueuedTime": delivery.enqueued_time.isoformat() if delivery.enqueued_time else None}
+    facts: dict[str, Any] = {
+        "messageId": delivery.message_id,
+        "deliveryCount": delivery.delivery_count,
+        "lastDelivery": last,
+        "enqueuedTime": delivery.enqueued_time.isoformat() if delivery.enqueued_time else None,
+    }
     for name in (CONTINUATION, REQUEUE, REPLAY_COUNT):
         if name in delivery.properties:
             facts[name] = delivery.properties[name]
@@ -129,8 +131,9 @@ def process_delivery(body: bytes | str, delivery: Delivery, services: Services,
     except (RequestBusy, LeaseLost) as exc:
         request_id, _ = request_identity(body)
         with request_context(request_id):
-            log.info("another worker owns this request; this delivery is dropped as a duplicate",
-                     extra={**facts, "code": exc.code})
+            log.info(
+                "another worker owns this request; this delivery is dropped as a duplicate", extra={**facts, "code": exc.code}
+            )
         return Verdict("complete", code=exc.code, reason=exc.message)
     except Exception as exc:  # noqa: BLE001 - every failure is classified; the verdict decides about raising
         return _failure(exc, body, delivery, services, last)
@@ -139,10 +142,11 @@ def process_delivery(body: bytes | str, delivery: Delivery, services: Services,
         request_id = result.request.requestId
         with request_context(request_id):
             try:
-                requests.send_request(result.request.model_dump(mode="json"),
-                                      message_id=f"{request_id}:cont:{result.continuation}",
-                                      properties={CONTINUATION: result.continuation,
-                                                  ORIGIN_MESSAGE_ID: delivery.message_id or ""})
+                requests.send_request(
+                    result.request.model_dump(mode="json"),
+                    message_id=f"{request_id}:cont:{result.continuation}",
+                    properties={CONTINUATION: result.continuation, ORIGIN_MESSAGE_ID: delivery.message_id or ""},
+                )
             except Exception as exc:  # noqa: BLE001 - without a continuation, redelivery resumes from the checkpoint
                 return _failure(exc, body, delivery, services, last)
             log.info("time budget spent: continuation sent", extra={**facts, "continuation": result.continuation})
@@ -164,8 +168,12 @@ def _failure(exc: Exception, body: bytes | str, delivery: Delivery, services: Se
     code, message, permanent = describe_failure(exc)
     request_id, operation = request_identity(body)
     with request_context(request_id):
-        extra = {"messageId": delivery.message_id, "deliveryCount": delivery.delivery_count, "code": code,
-                 "error": type(exc).__name__}
+        extra = {
+            "messageId": delivery.message_id,
+            "deliveryCount": delivery.delivery_count,
+            "code": code,
+            "error": type(exc).__name__,
+        }
         if permanent or last:
             event = failed_event(request_id, operation, code, message)
             published = _publish_quietly([event], services)
@@ -185,8 +193,11 @@ def describe_failure(exc: BaseException) -> tuple[str, str, bool]:
     if isinstance(exc, DsrError):  # RetryableError, ConfigurationError (fixed by ops, then replayed), ...
         return exc.code, redact(exc.message), False
     if is_azure_sdk_error(exc):
-        return ("azure_service_unavailable",
-                f"an Azure service call failed ({type(exc).__name__}); the request is retried from the queue", False)
+        return (
+            "azure_service_unavailable",
+            f"an Azure service call failed ({type(exc).__name__}); the request is retried from the queue",
+            False,
+        )
     return "internal_error", f"unexpected {type(exc).__name__}; see the logs", False
 
 
@@ -197,29 +208,8 @@ def is_azure_sdk_error(exc: BaseException) -> bool:
 
 def request_identity(body: bytes | str) -> tuple[str, str | None]:
     """The requestId and operation of a message that could not be processed (a digest when unreadable)."""
-    from shared.contract import parse_request
-
-    try:
-        request = parse_request(body)
-    except RequestRejected as rejection:
-        if rejection.request_id:
-            return rejection.request_id, rejection.operation
-        return f"unreadable-{hashlib.sha256(_bytes(body)).hexdigest()[:16]}", rejection.operation
-    return request.requestId, request.operation
-
-
-def failed_event(request_id: str, operation: str | None, code: str, message: str) -> dict[str, Any]:
-    now = utc_now()
-    return outcome_event(request_id, operation, "failed", {
-        "counts": {},
-        "errors": [{"code": code, "message": message, "kind": None, "target": None}],
-        "startedAt": now,
-        "completedAt": now,
-    })
-
-
-def _bytes(body: bytes | str) -> bytes:
-    return body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    request_id, operation = contract.request_identity(body)
+    return request_id or unreadable_id(body), operation
 
 
 def _event_request_id(events: list[dict[str, Any]]) -> str | None:
@@ -228,8 +218,7 @@ def _event_request_id(events: list[dict[str, Any]]) -> str | None:
 
 def _publish(events: list[dict[str, Any]], services: Services) -> None:
     for event in events:
-        for publisher in services.publishers:
-            publisher.publish(event)
+        publish(event, services)
 
 
 def _publish_quietly(events: list[dict[str, Any]], services: Services) -> bool:
@@ -240,76 +229,3 @@ def _publish_quietly(events: list[dict[str, Any]], services: Services) -> bool:
         log.error("the outcome could not be published", extra={"error": type(exc).__name__})
         return False
     return True
-
-
-# -- the process's runtime -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Runtime:
-    services: Services
-    requests: RequestSender | None
-
-
-class ProcessRuntime:
-    """The services of this worker process, built on the first message (not at indexing) and reused."""
-
-    def __init__(self, factory: Callable[[], Runtime] | None = None) -> None:
-        self._factory = factory
-        self._lock = threading.Lock()
-        self._runtime: Runtime | None = None
-
-    def get(self) -> Runtime:
-        with self._lock:
-            if self._runtime is None:
-                from shared.logs import protect_existing_handlers
-
-                protect_existing_handlers()
-                self._runtime = (self._factory or build_runtime)()
-            return self._runtime
-
-    def reset(self) -> None:
-        with self._lock:
-            self._runtime = None
-
-
-def build_runtime() -> Runtime:
-    from shared.bootstrap import build_services
-
-    services = build_services()
-    settings = services.settings
-    if not settings.servicebus_namespace:
-        return Runtime(services, None)
-    from shared.adapters.identity import build_credential
-    from shared.adapters.servicebus import ServiceBusRequestQueue
-
-    return Runtime(services, ServiceBusRequestQueue(settings.servicebus_namespace, settings.request_queue,
-                                                    credential_factory=lambda: build_credential(settings)))
-
-
-PROCESS_RUNTIME = ProcessRuntime()
-
-
-def handle_delivery(body: bytes | str, delivery: Delivery, settlement: Settlement = AUTO_COMPLETE) -> Verdict:
-    """The trigger's one call: process with this process's runtime, then settle."""
-    try:
-        runtime = PROCESS_RUNTIME.get()
-    except Exception as exc:  # noqa: BLE001 - without services nothing can be published; redeliver
-        code, message, _ = describe_failure(exc)
-        log.error("the app could not start; the message will be redelivered",
-                  extra={"messageId": delivery.message_id, "deliveryCount": delivery.delivery_count, "code": code})
-        verdict = Verdict("redeliver", code=code, reason=message)
-    else:
-        verdict = process_delivery(body, delivery, runtime.services, runtime.requests)
-    settlement.settle(verdict)
-    return verdict
-
-
-def run_watchdog() -> dict[str, int]:
-    """The timer's one call: ``shared.watchdog.sweep`` with this process's request queue."""
-    from shared.watchdog import sweep
-
-    runtime = PROCESS_RUNTIME.get()
-    if runtime.requests is None:
-        log.warning("the watchdog needs ServiceBusConnection__fullyQualifiedNamespace; nothing was re-enqueued")
-        return {"requeued": 0, "failed": 0}
-    return sweep(runtime.services, runtime.requests)

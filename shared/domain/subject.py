@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from shared.catalog import Catalog, field_values
-from shared.contract import Subject
+from shared.domain.catalog import Catalog, field_values
+from shared.domain.contract import Subject
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 # a token boundary: anything that could not continue a GUID or a UPN
@@ -30,8 +30,7 @@ class SubjectMatcher:
         self.upn = subject.upn.lower() if subject.upn else None
         tokens = [re.escape(subject.objectId)] + ([re.escape(subject.upn)] if subject.upn else [])
         # a sentence's full stop ends a token; a dot followed by more of a name does not
-        self._mention = re.compile(rf"(?<![{_EDGE}])(?:{'|'.join(tokens)})(?![A-Za-z0-9_%+@-])(?!\.[A-Za-z0-9])",
-                                   re.IGNORECASE)
+        self._mention = re.compile(rf"(?<![{_EDGE}])(?:{'|'.join(tokens)})(?![A-Za-z0-9_%+@-])(?!\.[A-Za-z0-9])", re.IGNORECASE)
 
     def names_subject(self, value: Any) -> bool:
         if not isinstance(value, str) or not value:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from shared.errors import RequestRejected, Violation
+from shared.domain.errors import RequestRejected, Violation
 
 SCHEMA_VERSION = "1"
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -21,9 +21,23 @@ MAX_DEPTH = 8
 MAX_VIOLATIONS = 20
 
 EXPORT_KINDS: tuple[str, ...] = (
-    "workspace", "computes", "experiments", "runs", "metrics", "artifacts", "tasks", "datastores",
-    "models", "assets", "images", "services", "pipelineExperiments", "pipelineGraphs",
-    "pipelineModules", "pipelineTemplates", "pipelineDataSources",
+    "workspace",
+    "computes",
+    "experiments",
+    "runs",
+    "metrics",
+    "artifacts",
+    "tasks",
+    "datastores",
+    "models",
+    "assets",
+    "images",
+    "services",
+    "pipelineExperiments",
+    "pipelineGraphs",
+    "pipelineModules",
+    "pipelineTemplates",
+    "pipelineDataSources",
 )
 DELETE_KINDS: tuple[str, ...] = ("models", "assets", "images", "services")
 
@@ -53,8 +67,10 @@ class Target(BaseModel):
 
     @property
     def resource_id(self) -> str:
-        return (f"/subscriptions/{self.subscriptionId}/resourceGroups/{self.resourceGroup}"
-                f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace}")
+        return (
+            f"/subscriptions/{self.subscriptionId}/resourceGroups/{self.resourceGroup}"
+            f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace}"
+        )
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -92,11 +108,17 @@ class DsrRequest(BaseModel):
                 if kind in allowed:
                     continue
                 if self.operation == "delete" and kind in EXPORT_KINDS:
-                    raise _rule("kind_not_deletable", f"resourceKinds[{i}]",
-                                f"{kind!r} can be exported but not deleted; deletable kinds: {', '.join(DELETE_KINDS)}"
-                                + (" (the workspace itself only through deleteWorkspace)" if kind == "workspace" else ""))
-                raise _rule("unknown_kind", f"resourceKinds[{i}]",
-                            f"{kind[:40]!r} is not a kind of {self.operation}; allowed: {', '.join(allowed)}")
+                    raise _rule(
+                        "kind_not_deletable",
+                        f"resourceKinds[{i}]",
+                        f"{kind!r} can be exported but not deleted; deletable kinds: {', '.join(DELETE_KINDS)}"
+                        + (" (the workspace itself only through deleteWorkspace)" if kind == "workspace" else ""),
+                    )
+                raise _rule(
+                    "unknown_kind",
+                    f"resourceKinds[{i}]",
+                    f"{kind[:40]!r} is not a kind of {self.operation}; allowed: {', '.join(allowed)}",
+                )
             if len(set(self.resourceKinds)) != len(self.resourceKinds):
                 raise _rule("duplicate_value", "resourceKinds", "names a kind more than once")
         seen: set[tuple[str, str, str]] = set()
@@ -114,11 +136,13 @@ class DsrRequest(BaseModel):
                 raise _rule("delete_only", "confirmWorkspace", "applies to delete requests only")
         if self.deleteWorkspace:
             if len(self.targets) != 1:
-                raise _rule("workspace_delete_single_target", "targets",
-                            "deleteWorkspace needs exactly one target")
+                raise _rule("workspace_delete_single_target", "targets", "deleteWorkspace needs exactly one target")
             if self.confirmWorkspace != self.targets[0].workspace:
-                raise _rule("workspace_delete_unconfirmed", "confirmWorkspace",
-                            "must equal the target workspace's name to delete the workspace itself")
+                raise _rule(
+                    "workspace_delete_unconfirmed",
+                    "confirmWorkspace",
+                    "must equal the target workspace's name to delete the workspace itself",
+                )
         elif self.confirmWorkspace is not None:
             raise _rule("confirm_without_delete", "confirmWorkspace", "is only meaningful with deleteWorkspace: true")
         return self
@@ -164,9 +188,9 @@ _FIELD_RULES: dict[str, str] = {
     "workspace": "3-33 letters, digits, '_', '-', starting with a letter or digit",
     "location": "an Azure region name: a lowercase letter then 1-39 lowercase letters or digits",
     "upn": "a user principal name like name@domain",
-    "schemaVersion": "\"1\"",
-    "operation": "\"export\" or \"delete\"",
-    "scope": "\"workspace\" or \"subject\"",
+    "schemaVersion": '"1"',
+    "operation": '"export" or "delete"',
+    "scope": '"workspace" or "subject"',
     "targets": "1 to 100 workspaces",
     "requestedBy": "at most 128 characters",
 }
@@ -314,7 +338,7 @@ def unwrap_envelope(value: Any) -> tuple[Any, str | None]:
         raise _reject("wrong_type", "(message)", "the message must be a JSON object")
     if "specversion" in value:
         if value.get("specversion") != "1.0":
-            raise _reject("invalid_envelope", "specversion", "specversion must be \"1.0\" (CloudEvents 1.0)")
+            raise _reject("invalid_envelope", "specversion", 'specversion must be "1.0" (CloudEvents 1.0)')
         for name in ("id", "source", "type"):
             if not isinstance(value.get(name), str) or not value[name]:
                 raise _reject("invalid_envelope", name, f"{name} is required in a CloudEvent envelope")
@@ -332,7 +356,7 @@ def unwrap_envelope(value: Any) -> tuple[Any, str | None]:
 
 
 def parse_request(body: bytes | str) -> DsrRequest:
-    """Validate a request message (contract §1). Raises ``RequestRejected``; performs no I/O."""
+    """Validate a request message (docs/contract.md §1). Raises ``RequestRejected``; performs no I/O."""
     value = decode_json(body)
     if _depth(value, MAX_DEPTH):
         raise _reject("too_deep", "(message)", f"the message nests deeper than {MAX_DEPTH} levels")
@@ -344,8 +368,12 @@ def parse_request(body: bytes | str) -> DsrRequest:
         raise _reject(code, where, f"{where} contains {what}", request)
     if isinstance(request, dict) and "schemaVersion" in request and request["schemaVersion"] != SCHEMA_VERSION:
         if isinstance(request["schemaVersion"], str):
-            raise _reject("unsupported_schema_version", "schemaVersion",
-                          f"schemaVersion {request['schemaVersion'][:16]!r} is not supported; this app reads \"1\"", request)
+            raise _reject(
+                "unsupported_schema_version",
+                "schemaVersion",
+                f'schemaVersion {request["schemaVersion"][:16]!r} is not supported; this app reads "1"',
+                request,
+            )
     try:
         return DsrRequest.model_validate(request)
     except ValidationError as exc:
@@ -354,6 +382,17 @@ def parse_request(body: bytes | str) -> DsrRequest:
         if len(violations) > MAX_VIOLATIONS:
             # 5,000 unknown fields fit in 64 KiB; their rejection must still fit in one outcome message
             rest = len(violations) - MAX_VIOLATIONS
-            violations = [*violations[:MAX_VIOLATIONS],
-                          Violation("too_many_errors", "(message)", f"{rest} more violations are not listed")]
+            violations = [
+                *violations[:MAX_VIOLATIONS],
+                Violation("too_many_errors", "(message)", f"{rest} more violations are not listed"),
+            ]
         raise RequestRejected(violations, request_id=rid, operation=op) from None
+
+
+def request_identity(body: bytes | str) -> tuple[str | None, str | None]:
+    """The requestId and operation of a message, as far as they can be read (each ``None`` when not)."""
+    try:
+        request = parse_request(body)
+    except RequestRejected as rejection:
+        return rejection.request_id, rejection.operation
+    return request.requestId, request.operation

@@ -2,7 +2,7 @@
 
     DsrError
     ├── ConfigurationError        a setting is missing or malformed; the app does not start
-    ├── RequestRejected           the request message breaks a rule of contract §1; never retried
+    ├── RequestRejected           the request message breaks a rule of docs/contract.md §1; never retried
     └── AzureMLError              a call to an Azure ML endpoint did not give what we needed
         ├── RetryableError        worth another try: 429, 5xx, dropped connection, timeout
         │   └── ThrottledError    429 (carries Retry-After)
@@ -114,8 +114,9 @@ def classify_status(status: int, *, retry_after: float | None = None, detail: st
             return ThrottledError(f"service unavailable (HTTP {status}){suffix}", retry_after=retry_after, status=status)
         return RetryableError(f"service error (HTTP {status}){suffix}", status=status)
     if 300 <= status < 400:
-        return BadResponseError(f"unexpected redirect (HTTP {status}); redirects are not followed",
-                                status=status, code="unexpected_redirect")
+        return BadResponseError(
+            f"unexpected redirect (HTTP {status}); redirects are not followed", status=status, code="unexpected_redirect"
+        )
     return PermanentError(f"request failed (HTTP {status}){suffix}", status=status, code=f"http_{status}")
 
 

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.contract import DELETE_KINDS, EXPORT_KINDS, Target
+from shared.domain.contract import DELETE_KINDS, EXPORT_KINDS, Target
 
 _Strict = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 Family = Literal["arm", "modelmanagement", "experiments", "aether"]
@@ -161,8 +161,7 @@ def encode_segment(value: str) -> str:
 
 
 def workspace_path(catalog: Catalog, target: Target) -> str:
-    values = {"subscriptionId": target.subscriptionId, "resourceGroup": target.resourceGroup,
-              "workspace": target.workspace}
+    values = {"subscriptionId": target.subscriptionId, "resourceGroup": target.resourceGroup, "workspace": target.workspace}
     return _PLACEHOLDER.sub(lambda m: encode_segment(values[m.group(1)]), catalog.workspacePath)
 
 

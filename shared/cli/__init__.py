@@ -1,7 +1,6 @@
-"""The ``dsr`` command (contract §5).
+"""The ``dsr`` command (docs/contract.md, section 5); ``tools/dsr.py`` adds the developer command ``emulator``.
 
     dsr process FILE|-      one request through the pipeline; the outcome event as one JSON line on stdout
-    dsr emulator [...]      the workspace emulator in the foreground (a developer tool)
     dsr dlq list|replay     the request queue's dead letters
 
 Exit codes of ``process``: 0 completed, 3 partially completed, 1 failed, 2 rejected.
@@ -13,11 +12,18 @@ import argparse
 import json
 import logging
 import sys
+import time
 from typing import Any
 
-from shared.errors import ConfigurationError, DsrError
+from shared.bootstrap import build_services
+from shared.cli import dlq
+from shared.domain.contract import request_identity
+from shared.domain.errors import ConfigurationError, DsrError
+from shared.domain.outcome import EXIT_CODES, failed_event, utc_now
 from shared.logs import configure_logging
-from shared.outcome import EXIT_CODES, outcome_event, utc_now
+from shared.service.processor import handle
+from shared.service.state import RequestBusy
+from shared.settings import load_settings
 
 log = logging.getLogger("dsr.cli")
 
@@ -30,15 +36,8 @@ def _read_input(path: str) -> bytes:
 
 
 def _failed_event(body: bytes, code: str, message: str, started_at: str) -> dict[str, Any]:
-    from shared.contract import _salvage, decode_json
-
-    try:
-        request_id, operation = _salvage(decode_json(body))
-    except DsrError:
-        request_id, operation = None, None
-    return outcome_event(request_id or "unknown", operation, "failed", {
-        "counts": {}, "errors": [{"code": code, "message": message, "kind": None, "target": None}],
-        "startedAt": started_at, "completedAt": utc_now()})
+    request_id, operation = request_identity(body)
+    return failed_event(request_id or "unknown", operation, code, message, started_at=started_at)
 
 
 class _BestEffort:
@@ -52,18 +51,14 @@ class _BestEffort:
         try:
             self.inner.publish(event)
         except Exception as exc:  # noqa: BLE001
-            log.error("the outcome could not be published; run the same request again to republish it",
-                      extra={"publisher": type(self.inner).__name__, "error": type(exc).__name__})
+            log.error(
+                "the outcome could not be published; run the same request again to republish it",
+                extra={"publisher": type(self.inner).__name__, "error": type(exc).__name__},
+            )
 
 
 def _process_waiting(body: bytes, settings: Any, wait_seconds: float) -> dict[str, Any]:
     """Run the request; while another worker holds its lease, wait (saying so) and try again."""
-    import time
-
-    from shared.bootstrap import build_services
-    from shared.processor import handle
-    from shared.state import RequestBusy
-
     services = build_services(settings)
     services.publishers = [_BestEffort(p) for p in services.publishers]
     give_up = time.monotonic() + wait_seconds
@@ -74,14 +69,11 @@ def _process_waiting(body: bytes, settings: Any, wait_seconds: float) -> dict[st
             pause = max(0.5, busy.lease_until - time.time() + 0.5)
             if time.monotonic() + pause > give_up:
                 raise
-            log.info("another worker holds this request; waiting for its lease to lapse",
-                     extra={"waitSeconds": round(pause, 1)})
+            log.info("another worker holds this request; waiting for its lease to lapse", extra={"waitSeconds": round(pause, 1)})
             time.sleep(min(pause, 30.0))
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from shared.settings import load_settings
-
     try:
         settings = load_settings()
     except ConfigurationError as exc:
@@ -111,20 +103,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     return EXIT_CODES[event["data"]["status"]]
 
 
-def cmd_emulator(args: argparse.Namespace) -> int:
-    try:
-        from tools.emulator.__main__ import main as emulator_main
-    except ImportError:
-        print("dsr: the workspace emulator is a developer tool; run from a checkout of the repository",
-              file=sys.stderr)
-        return 1
-    return int(emulator_main(args.emulator_args) or 0)
-
-
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from shared.dlq import main as dlq_main
-
-    return dlq_main(args)
+    return dlq.main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,28 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     process = sub.add_parser("process", help="run one request message through the pipeline")
     process.add_argument("file", help="the request message (JSON); - reads standard input")
-    process.add_argument("--wait-seconds", type=float, default=900.0,
-                         help="how long to wait while another worker holds the request (default 900)")
+    process.add_argument(
+        "--wait-seconds", type=float, default=900.0, help="how long to wait while another worker holds the request (default 900)"
+    )
     process.set_defaults(func=cmd_process)
-    emulator = sub.add_parser("emulator", help="run the workspace emulator in the foreground", add_help=False)
-    emulator.add_argument("emulator_args", nargs=argparse.REMAINDER)
-    emulator.set_defaults(func=cmd_emulator)
-    try:
-        from shared.dlq import add_arguments
-    except ImportError:
-        pass
-    else:
-        dlq = sub.add_parser("dlq", help="inspect and replay the request queue's dead letters")
-        add_arguments(dlq)
-        dlq.set_defaults(func=cmd_dlq)
+    dead = sub.add_parser("dlq", help="inspect and replay the request queue's dead letters")
+    dlq.add_arguments(dead)
+    dead.set_defaults(func=cmd_dlq)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["emulator"]:  # the emulator parses its own flags
-        return cmd_emulator(argparse.Namespace(emulator_args=argv[1:]))
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     return int(args.func(args))
 
 

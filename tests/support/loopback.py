@@ -43,8 +43,9 @@ class _Handler(BaseHTTPRequestHandler):
         with owner.lock:
             owner.seen.append(seen)
         reply = owner.route(seen, owner)
-        payload = reply.body if isinstance(reply.body, bytes) else (
-            b"" if reply.body is None else json.dumps(reply.body).encode())
+        payload = (
+            reply.body if isinstance(reply.body, bytes) else (b"" if reply.body is None else json.dumps(reply.body).encode())
+        )
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)

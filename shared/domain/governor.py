@@ -113,11 +113,23 @@ def remaining_from_headers(headers: Mapping[str, str] | None) -> int | None:
 class Governor:
     """Process-wide admission control for calls to one API (see the module docstring)."""
 
-    def __init__(self, *, max_concurrency: int = 8, min_concurrency: int = 1, margin: float = 0.95,
-                 first_backoff: float = 0.5, backoff: float = 0.7, growth: float = 0.1,
-                 probe_seconds: float = 30.0, guess_seconds: float = 3.0, min_rate: float = 0.5,
-                 low_water: int = 5, default_pause: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], Any] = time.sleep) -> None:
+    def __init__(
+        self,
+        *,
+        max_concurrency: int = 8,
+        min_concurrency: int = 1,
+        margin: float = 0.95,
+        first_backoff: float = 0.5,
+        backoff: float = 0.7,
+        growth: float = 0.1,
+        probe_seconds: float = 30.0,
+        guess_seconds: float = 3.0,
+        min_rate: float = 0.5,
+        low_water: int = 5,
+        default_pause: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = time.sleep,
+    ) -> None:
         self.max_concurrency = max(1, int(max_concurrency))
         self.min_concurrency = max(1, min(int(min_concurrency), self.max_concurrency))
         self.margin = margin
@@ -181,11 +193,15 @@ class Governor:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {"rate": None if self._rate is None else round(self._rate, 2),
-                    "estimate": None if self.estimate is None else round(self.estimate, 2),
-                    "burst": None if self.estimated_burst is None else round(self.estimated_burst, 1),
-                    "limit": self._limit, "throttled": self.throttled_count, "events": self.events,
-                    "softEvents": self.soft_events}
+            return {
+                "rate": None if self._rate is None else round(self._rate, 2),
+                "estimate": None if self.estimate is None else round(self.estimate, 2),
+                "burst": None if self.estimated_burst is None else round(self.estimated_burst, 1),
+                "limit": self._limit,
+                "throttled": self.throttled_count,
+                "events": self.events,
+                "softEvents": self.soft_events,
+            }
 
     # -- admission ---------------------------------------------------------------------------------------
     def try_acquire(self) -> Reservation:
@@ -247,8 +263,12 @@ class Governor:
             if self._cycle is not None and now >= self._cycle.start:
                 self._cycle.admitted += 1
                 self._cycle.times.append(now)
-            if remaining is not None and remaining <= self.low_water and permit.epoch == self._epoch \
-                    and now - self._soft_at >= 1.0:
+            if (
+                remaining is not None
+                and remaining <= self.low_water
+                and permit.epoch == self._epoch
+                and now - self._soft_at >= 1.0
+            ):
                 self._soft_at = now
                 self.soft_events += 1
                 self._event(now, pause=0.0)
@@ -344,10 +364,21 @@ class Governor:
             self.estimate = None
             candidates.append((self.first_backoff if first else self.backoff) * upper)
         new_rate = max(candidates)
-        self.history = [*self.history[-49:], {
-            "at": round(now, 3), "pause": round(pause, 3), "cycleSeconds": round(seconds, 3),
-            "admitted": cycle.admitted, "sent": cycle.sent, "lower": _round(lower), "upper": _round(upper),
-            "drained": _round(drained), "fit": _round(fit), "rate": round(new_rate, 2)}]
+        self.history = [
+            *self.history[-49:],
+            {
+                "at": round(now, 3),
+                "pause": round(pause, 3),
+                "cycleSeconds": round(seconds, 3),
+                "admitted": cycle.admitted,
+                "sent": cycle.sent,
+                "lower": _round(lower),
+                "upper": _round(upper),
+                "drained": _round(drained),
+                "fit": _round(fit),
+                "rate": round(new_rate, 2),
+            },
+        ]
         # probe slowly only when the limit is known well: a probe above it costs a whole Retry-After
         best_lower = max(lower or 0.0, drained or 0.0)
         confident = error <= 1 - self.margin or (upper is not None and 0 < upper <= 1.25 * best_lower)
@@ -382,8 +413,9 @@ class Governor:
                 best = bound if best is None else max(best, bound)
         return best if best is not None and best > 0 else None
 
-    def _fit(self, current: tuple[int, float, float, float], lower: float | None,
-             upper: float | None) -> tuple[float | None, float]:
+    def _fit(
+        self, current: tuple[int, float, float, float], lower: float | None, upper: float | None
+    ) -> tuple[float | None, float]:
         """The service's rate from this cycle and an earlier one (N = B + R*T), when consistent: both paced
         above it from their start (so the bucket drained all along), and far enough apart to be precise.
         Returns the rate and its relative uncertainty."""

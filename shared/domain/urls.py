@@ -7,15 +7,26 @@ A ``{location}`` in a template admits any region name on that family's domain, n
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
-from shared.errors import UntrustedUrlError
-from shared.settings import is_loopback_host
+from shared.domain.errors import UntrustedUrlError
 
 _REGION = "[a-z][a-z0-9]{1,39}"
 _UNSAFE_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _port(scheme: str, port: int | None) -> int:

@@ -21,27 +21,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from shared.errors import DsrError, RetryableError
+from shared.domain.errors import DsrError, RetryableError
+from shared.ports import StateBackend, StateConflict
 
 log = logging.getLogger("dsr.state")
 
 FINAL = ("completed", "partially_completed", "failed", "rejected")
-
-
-class StateConflict(Exception):
-    """The document changed since it was read (ETag mismatch), or already exists."""
-
-
-class StateBackend(Protocol):
-    def read(self, request_id: str) -> tuple[dict[str, Any], str] | None: ...
-
-    def create(self, request_id: str, document: dict[str, Any]) -> str: ...
-
-    def replace(self, request_id: str, document: dict[str, Any], etag: str) -> str: ...
-
-    def list_ids(self) -> list[str]: ...
 
 
 class RequestBusy(RetryableError):
@@ -88,8 +75,9 @@ class Claim:
 
 
 class StateStore:
-    def __init__(self, backend: StateBackend, *, lease_seconds: float, owner: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, backend: StateBackend, *, lease_seconds: float, owner: str | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.backend = backend
         self.lease_seconds = lease_seconds
         self.owner = owner or worker_id()
@@ -108,10 +96,23 @@ class StateStore:
             found = self.backend.read(request_id)
             now = self.clock()
             if found is None:
-                doc = {"requestId": request_id, "status": "in_progress", "operation": request_json.get("operation"),
-                       "fingerprint": fingerprint, "request": request_json, "attempts": 1, "owner": owner,
-                       "leaseUntil": now + self.lease_seconds, "createdAt": self._stamp(), "updatedAt": self._stamp(),
-                       "startedAt": None, "checkpoint": None, "outcome": None, "continuations": 0, "requeues": 0}
+                doc = {
+                    "requestId": request_id,
+                    "status": "in_progress",
+                    "operation": request_json.get("operation"),
+                    "fingerprint": fingerprint,
+                    "request": request_json,
+                    "attempts": 1,
+                    "owner": owner,
+                    "leaseUntil": now + self.lease_seconds,
+                    "createdAt": self._stamp(),
+                    "updatedAt": self._stamp(),
+                    "startedAt": None,
+                    "checkpoint": None,
+                    "outcome": None,
+                    "continuations": 0,
+                    "requeues": 0,
+                }
                 try:
                     etag = self.backend.create(request_id, doc)
                 except StateConflict:
@@ -119,15 +120,22 @@ class StateStore:
                 return Claim("owned", doc, etag)
             doc, etag = found
             if doc.get("fingerprint") not in (None, fingerprint):
-                raise RequestIdReused(f"requestId {request_id} was already used for a different request; "
-                                      "a new request needs a new requestId")
+                raise RequestIdReused(
+                    f"requestId {request_id} was already used for a different request; a new request needs a new requestId"
+                )
             if doc.get("status") in FINAL:
                 return Claim("final", doc, etag)
             lease_until = float(doc.get("leaseUntil") or 0)
             if doc.get("owner") is not None and lease_until > now:
                 raise RequestBusy(request_id, lease_until)
-            taken = {**doc, "status": "in_progress", "owner": owner, "leaseUntil": now + self.lease_seconds,
-                     "attempts": int(doc.get("attempts") or 0) + 1, "updatedAt": self._stamp()}
+            taken = {
+                **doc,
+                "status": "in_progress",
+                "owner": owner,
+                "leaseUntil": now + self.lease_seconds,
+                "attempts": int(doc.get("attempts") or 0) + 1,
+                "updatedAt": self._stamp(),
+            }
             try:
                 new_etag = self.backend.replace(request_id, taken, etag)
             except StateConflict:
@@ -167,8 +175,15 @@ class StateStore:
             log.warning("could not release the request after a failure", extra={"error": type(exc).__name__})
 
     def finish(self, claim: Claim, outcome: dict[str, Any]) -> None:
-        self.update(claim, keep_lease=False, status=outcome["data"]["status"], outcome=outcome, checkpoint=None,
-                    owner=None)
+        self.update(claim, keep_lease=False, status=outcome["data"]["status"], outcome=outcome, checkpoint=None, owner=None)
+
+    def change_if_unchanged(self, doc: dict[str, Any], etag: str, **changes: Any) -> bool:
+        """Change a document read by ``stale`` unless someone changed it since (the watchdog's writes)."""
+        try:
+            self.backend.replace(doc["requestId"], {**doc, **changes, "updatedAt": self._stamp()}, etag)
+        except StateConflict:
+            return False
+        return True
 
     def stale(self, *, idle_seconds: float) -> list[tuple[dict[str, Any], str]]:
         """in_progress documents whose lease lapsed and that saw no activity for ``idle_seconds``."""

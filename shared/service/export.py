@@ -8,29 +8,25 @@ in (not level by level), and the next page of a list is fetched beside the child
 from __future__ import annotations
 
 import contextvars
-import hashlib
-import json
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin
 
-from shared.bundle import FileEntry, JsonlWriter, jsonl_name, scrub_secrets
-from shared.catalog import Catalog, Kind, build_path, matches_where, scalar_ids, workspace_path
-from shared.contract import DsrRequest, Target
-from shared.errors import AzureMLError, BadResponseError, NotFoundError
+from shared.domain.catalog import Catalog, Kind, matches_where, scalar_ids
+from shared.domain.contract import DsrRequest, Target
+from shared.domain.errors import AzureMLError, BadResponseError, NotFoundError
+from shared.domain.subject import SubjectMatcher
+from shared.domain.urls import strip_query
 from shared.ports import AzureML, BundleStore
-from shared.subject import SubjectMatcher
-from shared.urls import strip_query, with_query
+from shared.service.bundle import FileEntry, JsonlWriter, jsonl_name, scrub_secrets
+from shared.service.listing import Endpoints, next_page_url, record_id, url_for, workspace_problem
 
 log = logging.getLogger("dsr.export")
-
-MAX_PAGES = 100_000
 
 
 @dataclass(frozen=True)
@@ -48,15 +44,33 @@ class Step:
 
 
 def step_to_json(step: Step) -> dict[str, Any]:
-    return {"target": step.target.model_dump(), "kind": step.kind, "op": step.op, "url": step.url,
-            "bindings": [list(b) for b in step.bindings], "itemId": step.item_id, "listed": step.listed,
-            "page": step.page, "listUrl": step.list_url, "inherited": step.inherited}
+    return {
+        "target": step.target.model_dump(),
+        "kind": step.kind,
+        "op": step.op,
+        "url": step.url,
+        "bindings": [list(b) for b in step.bindings],
+        "itemId": step.item_id,
+        "listed": step.listed,
+        "page": step.page,
+        "listUrl": step.list_url,
+        "inherited": step.inherited,
+    }
 
 
 def step_from_json(raw: dict[str, Any]) -> Step:
-    return Step(Target.model_validate(raw["target"]), raw["kind"], raw["op"], raw["url"],
-                tuple((str(k), str(v)) for k, v in raw["bindings"]), raw["itemId"], raw["listed"], int(raw["page"]),
-                raw["listUrl"], bool(raw.get("inherited")))
+    return Step(
+        Target.model_validate(raw["target"]),
+        raw["kind"],
+        raw["op"],
+        raw["url"],
+        tuple((str(k), str(v)) for k, v in raw["bindings"]),
+        raw["itemId"],
+        raw["listed"],
+        int(raw["page"]),
+        raw["listUrl"],
+        bool(raw.get("inherited")),
+    )
 
 
 @dataclass
@@ -90,80 +104,22 @@ class ExportResult:
     checkpoint: dict[str, Any] | None = None
 
 
-class Endpoints:
-    """Base URLs per family, with ``{location}`` filled for a target."""
-
-    def __init__(self, templates: dict[str, str] | Any) -> None:
-        self._templates = dict(templates)
-
-    def base(self, family: str, target: Target) -> str:
-        return self._templates[family].replace("{location}", target.location).rstrip("/")
-
-
-def url_for(catalog: Catalog, endpoints: Endpoints, kind: Kind | Any, template: str, target: Target,
-            values: dict[str, str], *, query: bool = True) -> str:
-    path = build_path(template, workspace_path(catalog, target), values)
-    url = f"{endpoints.base(kind.family, target)}/{path}"
-    return with_query(url, kind.query) if query and kind.query else url
-
-
-def next_page_url(kind: Kind, url: str, list_url: str, body: dict[str, Any], page: int) -> str | None:
-    """The next page of a list: its nextLink (with our fixed query re-imposed, since a nextLink may drop
-    ``includeSecret=false``), else the first page's URL with the continuation token; None at the end."""
-    next_link = body.get("nextLink")
-    token = body.get("continuationToken")
-    if isinstance(next_link, str) and next_link:
-        next_link = urljoin(url, next_link)  # a relative nextLink is relative to the page that gave it
-        nxt = with_query(next_link, kind.query, override=True) if kind.query else next_link
-    elif isinstance(token, str) and token:
-        nxt = with_query(list_url, {p: token for p in kind.tokenParams}, override=True)
-    else:
-        return None
-    if nxt == url or page >= MAX_PAGES:
-        raise BadResponseError("the list kept returning the same next page; stopped paging", code="paging_loop")
-    return nxt
-
-
-def list_records(aml: AzureML, kind: Kind, first_url: str) -> Iterator[Any]:
-    """Every record of a list, page after page (for callers that need the whole list, like a delete plan)."""
-    url: str | None = first_url
-    page = 1
-    while url:
-        body = aml.get(url).body
-        if not isinstance(body, dict) or "value" not in body or not isinstance(body["value"] or [], list):
-            raise BadResponseError("a list page is not a JSON object with a 'value' array")
-        yield from body.get("value") or []
-        url = next_page_url(kind, url, first_url, body, page)
-        page += 1
-
-
-def workspace_problem(target: Target, body: Any) -> tuple[str, str] | None:
-    """Why a workspace GET's answer does not let us go on with this target (None: it does)."""
-    if not isinstance(body, dict):
-        return "bad_response", "the workspace GET did not return a JSON object"
-    actual = str(body.get("location", "")).replace(" ", "").lower()
-    if actual and actual != target.location:
-        return "location_mismatch", f"the workspace is in {actual[:40]!r}, not in the request's location {target.location!r}"
-    return None
-
-
-def record_id(kind: Kind, record: Any) -> str:
-    """The record's id from the kind's id field (then its fallbacks); a content hash when it has none."""
-    if isinstance(record, dict):
-        for name in ((kind.idField,) if kind.idField else ()) + kind.idFallbacks:
-            value = record.get(name)
-            if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
-                return str(value)
-    digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:32]
-    return f"sha256:{digest}"
-
-
 class ExportTraversal:
-    def __init__(self, request: DsrRequest, *, catalog: Catalog, endpoints: Endpoints, aml: AzureML,
-                 store: BundleStore, concurrency: int = 8, should_stop: Callable[[], bool] | None = None,
-                 checkpoint: dict[str, Any] | None = None,
-                 on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
-                 checkpoint_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        request: DsrRequest,
+        *,
+        catalog: Catalog,
+        endpoints: Endpoints,
+        aml: AzureML,
+        store: BundleStore,
+        concurrency: int = 8,
+        should_stop: Callable[[], bool] | None = None,
+        checkpoint: dict[str, Any] | None = None,
+        on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+        checkpoint_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.request = request
         self.catalog = catalog
         self.endpoints = endpoints
@@ -171,8 +127,7 @@ class ExportTraversal:
         self.store = store
         self.concurrency = max(1, concurrency)
         self.requested = set(request.kinds)
-        self.matcher = SubjectMatcher(request.subject, catalog) \
-            if request.scope == "subject" and request.subject else None
+        self.matcher = SubjectMatcher(request.subject, catalog) if request.scope == "subject" and request.subject else None
         self.needed = catalog.closure(request.kinds, subject_scope=self.matcher is not None)
         self._attributed: dict[tuple[str, str], set[str]] = {}
         self._written: dict[tuple[str, str], set[str]] = {}
@@ -215,8 +170,9 @@ class ExportTraversal:
                         self._on_checkpoint(snapshot)
                     last_checkpoint = self._clock()
                     if stop:
-                        return ExportResult(list(self._results.values()), [], self.errors, self.calls,
-                                            suspended=True, checkpoint=snapshot)
+                        return ExportResult(
+                            list(self._results.values()), [], self.errors, self.calls, suspended=True, checkpoint=snapshot
+                        )
                 while pending and len(running) < self.concurrency:
                     running.add(pool.submit(contextvars.copy_context().run, self._run_step, pending.popleft()))
                 done, running = wait(running, return_when=FIRST_COMPLETED, timeout=self._checkpoint_seconds)
@@ -233,8 +189,10 @@ class ExportTraversal:
             "pending": [step_to_json(step) for step in pending],
             "seen": {f"{rid}|{kind}": sorted(ids) for (rid, kind), ids in self._seen.items()},
             "writers": {f"{rid}|{kind}": writer.checkpoint() for (rid, kind), writer in self._writers.items()},
-            "targets": {rid: {"ok": r.ok, "counts": r.counts, "skipped": r.skipped, "secrets": r.secrets_scrubbed}
-                        for rid, r in self._results.items()},
+            "targets": {
+                rid: {"ok": r.ok, "counts": r.counts, "skipped": r.skipped, "secrets": r.secrets_scrubbed}
+                for rid, r in self._results.items()
+            },
             "errors": [e.as_dict() for e in self.errors],
             "calls": self.calls,
             "attributed": {f"{rid}|{kind}": sorted(ids) for (rid, kind), ids in self._attributed.items()},
@@ -246,16 +204,22 @@ class ExportTraversal:
     def _restore(self, snapshot: dict[str, Any]) -> list[Step]:
         by_id = {t.resource_id: t for t in self.request.targets}
         for rid, raw in snapshot["targets"].items():
-            self._results[rid] = TargetResult(by_id[rid], ok=raw["ok"], counts=dict(raw["counts"]),
-                                              skipped=dict(raw["skipped"]), secrets_scrubbed=int(raw["secrets"]))
+            self._results[rid] = TargetResult(
+                by_id[rid],
+                ok=raw["ok"],
+                counts=dict(raw["counts"]),
+                skipped=dict(raw["skipped"]),
+                secrets_scrubbed=int(raw["secrets"]),
+            )
         for key, ids in snapshot["seen"].items():
             rid, kind = key.rsplit("|", 1)
             self._seen[(rid, kind)] = set(ids)
         for key, state in snapshot["writers"].items():
             rid, kind = key.rsplit("|", 1)
             name = jsonl_name(self.request.requestId, by_id[rid], kind)
-            self._writers[(rid, kind)] = JsonlWriter(self.store.block_blob(name), name=name, kind=kind,
-                                                     workspace=rid, resume=state)
+            self._writers[(rid, kind)] = JsonlWriter(
+                self.store.block_blob(name), name=name, kind=kind, workspace=rid, resume=state
+            )
         self.errors = [ErrorRecord(**e) for e in snapshot["errors"]]
         self.calls = int(snapshot["calls"])
         for name, store in (("attributed", self._attributed), ("written", self._written)):
@@ -300,13 +264,11 @@ class ExportTraversal:
         record = response.body
         if step.listed is not None and isinstance(record, dict) and isinstance(step.listed, dict):
             record = {**step.listed, **record}
-        return self._accept(step.target, step.kind, record, step.item_id, dict(step.bindings), step.url,
-                            inherited=step.inherited)
+        return self._accept(step.target, step.kind, record, step.item_id, dict(step.bindings), step.url, inherited=step.inherited)
 
     def _not_found(self, step: Step) -> list[Step]:
         if step.kind == "workspace":
-            self._fail_target(step.target, "workspace_not_found",
-                              "the workspace does not exist (or the identity cannot see it)")
+            self._fail_target(step.target, "workspace_not_found", "the workspace does not exist (or the identity cannot see it)")
         elif step.op == "list" and self.catalog.kinds[step.kind].source is None:
             self._error(step, "list_not_found", "the list endpoint answered 404")
         else:
@@ -324,7 +286,8 @@ class ExportTraversal:
         for kind_name in self.request.kinds:
             blob_name = jsonl_name(self.request.requestId, target, kind_name)
             self._writers[(target.resource_id, kind_name)] = JsonlWriter(
-                self.store.block_blob(blob_name), name=blob_name, kind=kind_name, workspace=target.resource_id)
+                self.store.block_blob(blob_name), name=blob_name, kind=kind_name, workspace=target.resource_id
+            )
         steps = self._accept(target, "workspace", body, None, {}, self._workspace_step(target).url)
         for name, kind in self.catalog.kinds.items():
             if name in self.needed and kind.source is None and kind.list:
@@ -346,17 +309,26 @@ class ExportTraversal:
             if kind.fetchItem and step.kind in self.requested and kind.item and kind.key_field:
                 key = record.get(kind.key_field) if isinstance(record, dict) else None
                 if isinstance(key, (str, int)) and str(key):
-                    url = url_for(self.catalog, self.endpoints, kind, kind.item, step.target,
-                                  {**bindings, "id": str(key)})
-                    steps.append(Step(step.target, step.kind, "item", url, step.bindings, rid, record,
-                                      inherited=step.inherited))
+                    url = url_for(self.catalog, self.endpoints, kind, kind.item, step.target, {**bindings, "id": str(key)})
+                    steps.append(Step(step.target, step.kind, "item", url, step.bindings, rid, record, inherited=step.inherited))
                     continue
-            steps += self._accept(step.target, step.kind, record, rid, bindings, self._source_url(kind, step, record),
-                                  inherited=step.inherited)
+            steps += self._accept(
+                step.target, step.kind, record, rid, bindings, self._source_url(kind, step, record), inherited=step.inherited
+            )
         next_url = self._next_page(kind, step, body)
         if next_url:
-            steps.append(Step(step.target, step.kind, "list", next_url, step.bindings, page=step.page + 1,
-                              list_url=step.list_url, inherited=step.inherited))
+            steps.append(
+                Step(
+                    step.target,
+                    step.kind,
+                    "list",
+                    next_url,
+                    step.bindings,
+                    page=step.page + 1,
+                    list_url=step.list_url,
+                    inherited=step.inherited,
+                )
+            )
         return steps
 
     def _next_page(self, kind: Kind, step: Step, body: dict[str, Any]) -> str | None:
@@ -369,12 +341,22 @@ class ExportTraversal:
     def _source_url(self, kind: Kind, step: Step, record: Any) -> str:
         key = record.get(kind.key_field) if isinstance(record, dict) and kind.key_field else None
         if kind.item and isinstance(key, (str, int)) and str(key):
-            return url_for(self.catalog, self.endpoints, kind, kind.item, step.target,
-                           {**dict(step.bindings), "id": str(key)}, query=False)
+            return url_for(
+                self.catalog, self.endpoints, kind, kind.item, step.target, {**dict(step.bindings), "id": str(key)}, query=False
+            )
         return strip_query(step.url)
 
-    def _accept(self, target: Target, kind_name: str, record: Any, rid: str | None, bindings: dict[str, str],
-                source: str, *, inherited: bool = False) -> list[Step]:
+    def _accept(
+        self,
+        target: Target,
+        kind_name: str,
+        record: Any,
+        rid: str | None,
+        bindings: dict[str, str],
+        source: str,
+        *,
+        inherited: bool = False,
+    ) -> list[Step]:
         """One record is in: write it if it was asked for (and, in subject scope, belongs to the subject),
         and start whatever hangs off it."""
         kind = self.catalog.kinds[kind_name]
@@ -388,8 +370,16 @@ class ExportTraversal:
             if kind.inherit and match in (None, "mention") and kind_name in self.requested:
                 # whether its parent (say, the run of a metric) is the subject's is known only at the end
                 with self._lock:
-                    self._deferred.append({"target": target.resource_id, "kind": kind_name, "id": rid,
-                                           "source": strip_query(source), "record": record, "match": match})
+                    self._deferred.append(
+                        {
+                            "target": target.resource_id,
+                            "kind": kind_name,
+                            "id": rid,
+                            "source": strip_query(source),
+                            "record": record,
+                            "match": match,
+                        }
+                    )
                 return self._children(target, kind_name, record, bindings, inherited=False)
         if kind_name in self.requested:
             self._count_match(target, kind_name, match)
@@ -439,8 +429,7 @@ class ExportTraversal:
                 self._write(target, entry["kind"], entry["id"], entry["source"], record, match)
         self._deferred = []
 
-    def _children(self, target: Target, kind_name: str, record: Any, bindings: dict[str, str], *,
-                  inherited: bool) -> list[Step]:
+    def _children(self, target: Target, kind_name: str, record: Any, bindings: dict[str, str], *, inherited: bool) -> list[Step]:
         steps: list[Step] = []
         for child_name in self.catalog.children(kind_name):
             if child_name not in self.needed:
@@ -456,15 +445,18 @@ class ExportTraversal:
                     continue
                 child_bindings = {**bindings, **{k: str(v) for k, v in values.items()}}
                 url = url_for(self.catalog, self.endpoints, child, child.list, target, child_bindings)
-                steps.append(Step(target, child_name, "list", url, tuple(sorted(child_bindings.items())),
-                                  list_url=url, inherited=inherited))
+                steps.append(
+                    Step(
+                        target, child_name, "list", url, tuple(sorted(child_bindings.items())), list_url=url, inherited=inherited
+                    )
+                )
             elif src.ids and child.item:
                 for child_id in scalar_ids(record, src.ids):
                     if self._first_sight(target, child_name, child_id, inherited=inherited):
-                        url = url_for(self.catalog, self.endpoints, child, child.item, target,
-                                      {**bindings, "id": child_id})
-                        steps.append(Step(target, child_name, "item", url, tuple(sorted(bindings.items())), child_id,
-                                          inherited=inherited))
+                        url = url_for(self.catalog, self.endpoints, child, child.item, target, {**bindings, "id": child_id})
+                        steps.append(
+                            Step(target, child_name, "item", url, tuple(sorted(bindings.items())), child_id, inherited=inherited)
+                        )
         return steps
 
     # -- bookkeeping -----------------------------------------------------------------------------

@@ -13,16 +13,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.bundle import bundle_prefix, manifest_name
-from shared.catalog import Catalog
-from shared.contract import DsrRequest, parse_request
-from shared.errors import RequestRejected, RetryableError, Violation
-from shared.export import Endpoints, ExportTraversal
+from shared.domain.catalog import Catalog
+from shared.domain.contract import DsrRequest, parse_request
+from shared.domain.errors import RequestRejected, RetryableError, Violation
+from shared.domain.outcome import outcome_event, rejected_event, status_of, utc_now
 from shared.logs import request_context
-from shared.outcome import outcome_event, rejected_event, status_of, utc_now
 from shared.ports import AuditLog, AzureML, BundleStore, OutcomePublisher
+from shared.service.bundle import bundle_prefix, manifest_name
+from shared.service.delete import run_delete
+from shared.service.export import ExportTraversal
+from shared.service.listing import Endpoints
+from shared.service.state import Claim, LeaseKeeper, LeaseLost, RequestIdReused, StateStore
 from shared.settings import Settings
-from shared.state import Claim, LeaseKeeper, LeaseLost, RequestIdReused, StateStore
 
 log = logging.getLogger("dsr.processor")
 
@@ -73,8 +75,9 @@ def process(body: bytes | str, services: Services, *, budget_seconds: float | No
         try:
             claim = store.claim(request.requestId, request.model_dump(mode="json"))
         except RequestIdReused as exc:
-            reuse = RequestRejected([Violation(exc.code, "requestId", exc.message)],
-                                    request_id=request.requestId, operation=request.operation)
+            reuse = RequestRejected(
+                [Violation(exc.code, "requestId", exc.message)], request_id=request.requestId, operation=request.operation
+            )
             event = rejected_event(reuse, body, started_at=started_at)
             log.warning("request rejected", extra={"codes": [exc.code]})
             publish(event, services)
@@ -82,16 +85,22 @@ def process(body: bytes | str, services: Services, *, budget_seconds: float | No
         if claim.kind == "final":
             stored = claim.outcome
             assert stored is not None
-            log.info("request already finished: its outcome is published again",
-                     extra={"status": stored["data"]["status"]})
+            log.info("request already finished: its outcome is published again", extra={"status": stored["data"]["status"]})
             publish(stored, services)
             return ProcessResult(stored, request=request)
         started_at = claim.document.get("startedAt") or started_at
         if not claim.document.get("startedAt"):
             store.update(claim, startedAt=started_at)
-        log.info("request accepted", extra={"operation": request.operation, "targets": len(request.targets),
-                                            "kinds": list(request.kinds), "attempt": claim.document.get("attempts"),
-                                            "resumed": claim.checkpoint is not None})
+        log.info(
+            "request accepted",
+            extra={
+                "operation": request.operation,
+                "targets": len(request.targets),
+                "kinds": list(request.kinds),
+                "attempt": claim.document.get("attempts"),
+                "resumed": claim.checkpoint is not None,
+            },
+        )
         clock = time.monotonic()
         try:
             outcome = _run_owned(request, services, store, claim, started_at, budget_seconds, clock)
@@ -101,8 +110,7 @@ def process(body: bytes | str, services: Services, *, budget_seconds: float | No
         if outcome is None:
             continuation = int(claim.document.get("continuations") or 0) + 1
             store.release(claim, continuation=continuation)
-            log.info("time budget spent: checkpoint saved, continuation needed",
-                     extra={"continuation": continuation})
+            log.info("time budget spent: checkpoint saved, continuation needed", extra={"continuation": continuation})
             return ProcessResult(None, suspended=True, continuation=continuation, request=request)
         store.finish(claim, outcome)
         publish(outcome, services)
@@ -113,8 +121,15 @@ def process(body: bytes | str, services: Services, *, budget_seconds: float | No
 TRANSIENT_CODES = frozenset({"transient_error", "throttled", "connection_failed", "bad_json"})
 
 
-def _run_owned(request: DsrRequest, services: Services, store: StateStore, claim: Claim, started_at: str,
-               budget_seconds: float | None, clock: float) -> dict[str, Any] | None:
+def _run_owned(
+    request: DsrRequest,
+    services: Services,
+    store: StateStore,
+    claim: Claim,
+    started_at: str,
+    budget_seconds: float | None,
+    clock: float,
+) -> dict[str, Any] | None:
     with LeaseKeeper(store, claim) as lease:
 
         def should_stop() -> bool:
@@ -126,19 +141,21 @@ def _run_owned(request: DsrRequest, services: Services, store: StateStore, claim
 
         outcome: dict[str, Any] | None
         if request.operation == "export":
-            outcome = run_export(request, services, started_at, checkpoint=claim.checkpoint, save=save,
-                               should_stop=should_stop)
+            outcome = run_export(request, services, started_at, checkpoint=claim.checkpoint, save=save, should_stop=should_stop)
         else:
-            from shared.delete import run_delete
-
             outcome = run_delete(request, services, started_at, checkpoint=claim.checkpoint, save=save)
         if lease.lost.is_set():
             raise LeaseLost("another worker took over this request; this worker stops")
-    if outcome is not None and outcome["data"]["status"] == "failed" and outcome["data"]["errors"] and all(
-            e["code"] in TRANSIENT_CODES for e in outcome["data"]["errors"]):
+    if (
+        outcome is not None
+        and outcome["data"]["status"] == "failed"
+        and outcome["data"]["errors"]
+        and all(e["code"] in TRANSIENT_CODES for e in outcome["data"]["errors"])
+    ):
         # Azure ML was unreachable for everything: not an answer to give the ticket, but a reason to try later
-        raise RetryableError("Azure ML did not answer (throttling, 5xx or connection failures after every retry)",
-                             code="azure_ml_unavailable")
+        raise RetryableError(
+            "Azure ML did not answer (throttling, 5xx or connection failures after every retry)", code="azure_ml_unavailable"
+        )
     return outcome
 
 
@@ -147,9 +164,15 @@ def publish(event: dict[str, Any], services: Services) -> None:
         publisher.publish(event)
 
 
-def run_export(request: DsrRequest, services: Services, started_at: str, *, checkpoint: Any = None,
-               save: Callable[[dict[str, Any]], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> dict[str, Any] | None:
+def run_export(
+    request: DsrRequest,
+    services: Services,
+    started_at: str,
+    *,
+    checkpoint: Any = None,
+    save: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any] | None:
     """The export; ``None`` when it stopped at a checkpoint (time budget, lost lease) before the end."""
     settings = services.settings
     store = services.bundles()
@@ -158,11 +181,18 @@ def run_export(request: DsrRequest, services: Services, started_at: str, *, chec
     if resume is None:
         store.delete(manifest)  # a reader must never trust a manifest while its files are being rewritten
     clock = time.monotonic()
-    traversal = ExportTraversal(request, catalog=services.catalog, endpoints=Endpoints(settings.endpoints),
-                                aml=services.aml(), store=store, concurrency=settings.concurrency,
-                                checkpoint=resume, checkpoint_seconds=settings.checkpoint_seconds,
-                                on_checkpoint=(lambda snap: save({"export": snap})) if save else None,
-                                should_stop=should_stop)
+    traversal = ExportTraversal(
+        request,
+        catalog=services.catalog,
+        endpoints=Endpoints(settings.endpoints),
+        aml=services.aml(),
+        store=store,
+        concurrency=settings.concurrency,
+        checkpoint=resume,
+        checkpoint_seconds=settings.checkpoint_seconds,
+        on_checkpoint=(lambda snap: save({"export": snap})) if save else None,
+        should_stop=should_stop,
+    )
     result = traversal.run()
     if result.suspended:
         return None
@@ -172,30 +202,38 @@ def run_export(request: DsrRequest, services: Services, started_at: str, *, chec
     errors = [e.as_dict() for e in result.errors]
     completed_at = utc_now()
     subject_matches = {t.target.resource_id: t.matches for t in succeeded} if request.scope == "subject" else None
-    store.put_json(manifest, {
-        "schemaVersion": "1",
-        "requestId": request.requestId,
-        "request": request.model_dump(mode="json"),
-        "status": status,
-        "errors": errors,
-        "startedAt": started_at,
-        "completedAt": completed_at,
-        "container": settings.export_container,
-        "files": [f.as_dict() for f in result.files],
-        "counts": counts,
-        "skipped": {t.target.resource_id: t.skipped for t in result.targets if t.skipped},
-        "secretsRedacted": sum(t.secrets_scrubbed for t in result.targets),
-        **({"scope": "subject", "subjectMatches": subject_matches} if subject_matches is not None else {}),
-        "calls": result.calls,
-    })
-    log.info("export written", extra={"files": len(result.files), "calls": result.calls,
-                                      "seconds": round(time.monotonic() - clock, 3)})
-    return outcome_event(request.requestId, "export", status, {
-        "counts": counts,
-        "bundle": {"container": settings.export_container, "prefix": bundle_prefix(request.requestId),
-                   "manifest": manifest},
-        "errors": errors,
-        "startedAt": started_at,
-        "completedAt": completed_at,
-        **({"scope": "subject", "subjectMatches": subject_matches} if subject_matches is not None else {}),
-    })
+    store.put_json(
+        manifest,
+        {
+            "schemaVersion": "1",
+            "requestId": request.requestId,
+            "request": request.model_dump(mode="json"),
+            "status": status,
+            "errors": errors,
+            "startedAt": started_at,
+            "completedAt": completed_at,
+            "container": settings.export_container,
+            "files": [f.as_dict() for f in result.files],
+            "counts": counts,
+            "skipped": {t.target.resource_id: t.skipped for t in result.targets if t.skipped},
+            "secretsRedacted": sum(t.secrets_scrubbed for t in result.targets),
+            **({"scope": "subject", "subjectMatches": subject_matches} if subject_matches is not None else {}),
+            "calls": result.calls,
+        },
+    )
+    log.info(
+        "export written", extra={"files": len(result.files), "calls": result.calls, "seconds": round(time.monotonic() - clock, 3)}
+    )
+    return outcome_event(
+        request.requestId,
+        "export",
+        status,
+        {
+            "counts": counts,
+            "bundle": {"container": settings.export_container, "prefix": bundle_prefix(request.requestId), "manifest": manifest},
+            "errors": errors,
+            "startedAt": started_at,
+            "completedAt": completed_at,
+            **({"scope": "subject", "subjectMatches": subject_matches} if subject_matches is not None else {}),
+        },
+    )

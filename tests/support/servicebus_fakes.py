@@ -84,15 +84,17 @@ class FakeReceiver:
         assert self.sub_queue == ServiceBusSubQueue.DEAD_LETTER, "only the dead-letter sub-queue is faked"
         return self._client.dead_letters[self.queue_name]
 
-    def peek_messages(self, max_message_count: int = 1, *, sequence_number: int = 0, timeout: float | None = None,
-                      **kwargs: Any) -> list[FakeReceivedMessage]:
+    def peek_messages(
+        self, max_message_count: int = 1, *, sequence_number: int = 0, timeout: float | None = None, **kwargs: Any
+    ) -> list[FakeReceivedMessage]:
         self._client.calls.append(("peek", self.queue_name, sequence_number))
         start = max(sequence_number, 1)
         ordered = sorted(self._messages, key=lambda m: m.sequence_number)
         return [m for m in ordered if m.sequence_number >= start][:max_message_count]
 
-    def receive_messages(self, max_message_count: int | None = 1, max_wait_time: float | None = None
-                         ) -> list[FakeReceivedMessage]:
+    def receive_messages(
+        self, max_message_count: int | None = 1, max_wait_time: float | None = None
+    ) -> list[FakeReceivedMessage]:
         free = [m for m in sorted(self._messages, key=lambda m: m.sequence_number) if id(m) not in self._client.locked]
         batch = free[: max_message_count or 1]
         for message in batch:
@@ -124,9 +126,17 @@ class FakeReceiver:
 class FakeServiceBusClient:
     """Stands for ``azure.servicebus.ServiceBusClient``: queues are lists, dead letters are seeded by tests."""
 
-    def __init__(self, fully_qualified_namespace: str, credential: Any, *, retry_total: int = 3,
-                 retry_backoff_factor: float = 0.8, retry_backoff_max: float = 120, retry_mode: str = "exponential",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        fully_qualified_namespace: str,
+        credential: Any,
+        *,
+        retry_total: int = 3,
+        retry_backoff_factor: float = 0.8,
+        retry_backoff_max: float = 120,
+        retry_mode: str = "exponential",
+        **kwargs: Any,
+    ) -> None:
         self.fully_qualified_namespace = fully_qualified_namespace
         self.credential = credential
         self.calls: list[tuple[str, str, Any]] = []
@@ -139,16 +149,27 @@ class FakeServiceBusClient:
         self.complete_failures = 0
         self.closed = False
 
-    def get_queue_sender(self, queue_name: str, *, client_identifier: str | None = None,
-                         socket_timeout: float | None = None, **kwargs: Any) -> FakeSender:
+    def get_queue_sender(
+        self, queue_name: str, *, client_identifier: str | None = None, socket_timeout: float | None = None, **kwargs: Any
+    ) -> FakeSender:
         sender = FakeSender(self, queue_name)
         self.senders.append(sender)
         return sender
 
-    def get_queue_receiver(self, queue_name: str, *, client_identifier: str | None = None,
-                           socket_timeout: float | None = None, session_id: Any = None, sub_queue: Any = None,
-                           receive_mode: Any = ServiceBusReceiveMode.PEEK_LOCK, max_wait_time: float | None = None,
-                           auto_lock_renewer: Any = None, prefetch_count: int = 0, **kwargs: Any) -> FakeReceiver:
+    def get_queue_receiver(
+        self,
+        queue_name: str,
+        *,
+        client_identifier: str | None = None,
+        socket_timeout: float | None = None,
+        session_id: Any = None,
+        sub_queue: Any = None,
+        receive_mode: Any = ServiceBusReceiveMode.PEEK_LOCK,
+        max_wait_time: float | None = None,
+        auto_lock_renewer: Any = None,
+        prefetch_count: int = 0,
+        **kwargs: Any,
+    ) -> FakeReceiver:
         receiver = FakeReceiver(self, queue_name, sub_queue, receive_mode)
         self.receivers.append(receiver)
         return receiver

@@ -15,20 +15,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.catalog import Catalog
-from shared.contract import DsrRequest, Target
-from shared.errors import AzureMLError, NotFoundError, PermanentError, parse_retry_after
-from shared.export import Endpoints, list_records, record_id, url_for, workspace_problem
-from shared.outcome import outcome_event, utc_now
+from shared.domain.catalog import Catalog
+from shared.domain.contract import DsrRequest, Target
+from shared.domain.errors import AzureMLError, NotFoundError, PermanentError, parse_retry_after
+from shared.domain.outcome import outcome_event, utc_now
+from shared.domain.subject import SubjectMatcher
+from shared.domain.urls import redact_url
 from shared.ports import ApiResponse, AuditLog, AzureML
-from shared.subject import SubjectMatcher
-from shared.urls import redact_url
+from shared.service.listing import Endpoints, list_records, record_id, url_for, workspace_problem
 
 log = logging.getLogger("dsr.delete")
 
 PLAN_LIMIT_IN_EVENT = 2000
-MMS_TERMINAL = {"succeeded": "deleted", "failed": "failed", "cancelled": "failed", "canceled": "failed",
-                "timedout": "failed"}
+MMS_TERMINAL = {"succeeded": "deleted", "failed": "failed", "cancelled": "failed", "canceled": "failed", "timedout": "failed"}
 ARM_TERMINAL = {"succeeded": "deleted", "failed": "failed", "canceled": "failed", "cancelled": "failed"}
 
 
@@ -44,17 +43,32 @@ class PlannedItem:
     error: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"target": self.target.model_dump(), "kind": self.kind, "id": self.id, "url": self.url,
-                "result": self.result, "verified": self.verified, "status": self.status, "error": self.error}
+        return {
+            "target": self.target.model_dump(),
+            "kind": self.kind,
+            "id": self.id,
+            "url": self.url,
+            "result": self.result,
+            "verified": self.verified,
+            "status": self.status,
+            "error": self.error,
+        }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> PlannedItem:
-        return cls(Target.model_validate(raw["target"]), raw["kind"], raw["id"], raw["url"], raw["result"],
-                   raw["verified"], raw["status"], raw["error"])
+        return cls(
+            Target.model_validate(raw["target"]),
+            raw["kind"],
+            raw["id"],
+            raw["url"],
+            raw["result"],
+            raw["verified"],
+            raw["status"],
+            raw["error"],
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "id": self.id, "target": self.target.resource_id,
-                               "result": self.result}
+        out: dict[str, Any] = {"kind": self.kind, "id": self.id, "target": self.target.resource_id, "result": self.result}
         if self.result != "planned":
             out["verified"] = self.verified
         return out
@@ -72,8 +86,14 @@ class DeletePlan:
 class Poller:
     """Follows a long-running operation to its end, honouring Retry-After, within a deadline."""
 
-    def __init__(self, aml: AzureML, *, deadline_seconds: float, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        aml: AzureML,
+        *,
+        deadline_seconds: float,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.aml = aml
         self.deadline_seconds = deadline_seconds
         self.sleep = sleep
@@ -118,9 +138,18 @@ class Poller:
 
 
 class DeleteRun:
-    def __init__(self, request: DsrRequest, *, catalog: Catalog, endpoints: Endpoints, aml: AzureML,
-                 audit: AuditLog, concurrency: int, lro_deadline: float,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        request: DsrRequest,
+        *,
+        catalog: Catalog,
+        endpoints: Endpoints,
+        aml: AzureML,
+        audit: AuditLog,
+        concurrency: int,
+        lro_deadline: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.request = request
         self.catalog = catalog
         self.endpoints = endpoints
@@ -135,14 +164,25 @@ class DeleteRun:
         self.audit.append(self.request.requestId, stamped)
 
     def _line(self, item: PlannedItem, method: str, status: int | None, result: str, **extra: Any) -> dict[str, Any]:
-        return {"workspace": item.target.resource_id, "kind": item.kind, "id": item.id, "method": method,
-                "url": redact_url(item.url), "status": status, "result": result, **extra}
+        return {
+            "workspace": item.target.resource_id,
+            "kind": item.kind,
+            "id": item.id,
+            "method": method,
+            "url": redact_url(item.url),
+            "status": status,
+            "result": result,
+            **extra,
+        }
 
     # -- plan -----------------------------------------------------------------------------------
     def plan(self) -> DeletePlan:
         plan = DeletePlan()
-        matcher = SubjectMatcher(self.request.subject, self.catalog) \
-            if self.request.scope == "subject" and self.request.subject else None
+        matcher = (
+            SubjectMatcher(self.request.subject, self.catalog)
+            if self.request.scope == "subject" and self.request.subject
+            else None
+        )
         for target in self.request.targets:
             ws_kind = self.catalog.kinds["workspace"]
             assert ws_kind.item
@@ -155,8 +195,7 @@ class DeleteRun:
                 problem = (exc.code, f"the workspace could not be read: {exc.message}")
             if problem:
                 plan.failed_targets.add(target.resource_id)
-                plan.errors.append({"code": problem[0], "message": problem[1], "kind": "workspace",
-                                    "target": target.resource_id})
+                plan.errors.append({"code": problem[0], "message": problem[1], "kind": "workspace", "target": target.resource_id})
                 continue
             for kind_name in self.request.kinds:
                 kind = self.catalog.kinds[kind_name]
@@ -172,22 +211,28 @@ class DeleteRun:
                         plan.scanned += 1
                         if matcher is not None and not matcher.by_identity(kind_name, record):
                             if matcher.by_mention(record):
-                                plan.review.append({"kind": kind_name, "id": rid, "target": target.resource_id,
-                                                    "matchedBy": "mention"})
+                                plan.review.append(
+                                    {"kind": kind_name, "id": rid, "target": target.resource_id, "matchedBy": "mention"}
+                                )
                             continue
                         url = url_for(self.catalog, self.endpoints, kind, kind.item, target, {"id": rid})
                         plan.items.append(PlannedItem(target, kind_name, rid, url))
                 except AzureMLError as exc:
-                    plan.errors.append({"code": exc.code, "message": f"listing failed: {exc.message}",
-                                        "kind": kind_name, "target": target.resource_id})
+                    plan.errors.append(
+                        {
+                            "code": exc.code,
+                            "message": f"listing failed: {exc.message}",
+                            "kind": kind_name,
+                            "target": target.resource_id,
+                        }
+                    )
         return plan
 
     # -- execute --------------------------------------------------------------------------------
     def _delete_one(self, item: PlannedItem) -> None:
         self._send_delete(item, terminal=MMS_TERMINAL, status_field="state")
 
-    def _send_delete(self, item: PlannedItem, *, terminal: dict[str, str], status_field: str,
-                     **audit: Any) -> None:
+    def _send_delete(self, item: PlannedItem, *, terminal: dict[str, str], status_field: str, **audit: Any) -> None:
         """DELETE one item and classify the answer: the one place for 200/202/204/404/anything else."""
         try:
             response = self.aml.delete(item.url)
@@ -203,8 +248,13 @@ class DeleteRun:
             item.status, item.result = exc.status, "absent"
         except AzureMLError as exc:
             item.status, item.result = exc.status, "failed"
-            item.error = {"code": exc.code, "message": exc.message, "kind": item.kind,
-                          "target": item.target.resource_id, "id": item.id}
+            item.error = {
+                "code": exc.code,
+                "message": exc.message,
+                "kind": item.kind,
+                "target": item.target.resource_id,
+                "id": item.id,
+            }
         self._audit([self._line(item, "DELETE", item.status, item.result, **audit)])
 
     def _verify_one(self, item: PlannedItem) -> None:
@@ -219,9 +269,15 @@ class DeleteRun:
             status, outcome = exc.status, "verify_failed"
         if not item.verified and item.error is None:
             code = "still_present" if outcome == "still_present" else "verify_failed"
-            item.error = {"code": code, "message": "the item still answers a GET after its DELETE"
-                          if code == "still_present" else "the read-back after the DELETE failed",
-                          "kind": item.kind, "target": item.target.resource_id, "id": item.id}
+            item.error = {
+                "code": code,
+                "message": "the item still answers a GET after its DELETE"
+                if code == "still_present"
+                else "the read-back after the DELETE failed",
+                "kind": item.kind,
+                "target": item.target.resource_id,
+                "id": item.id,
+            }
         self._audit([self._line(item, "GET", status, outcome)])
 
     def _parallel(self, func: Callable[[PlannedItem], None], items: list[PlannedItem]) -> None:
@@ -242,22 +298,47 @@ class DeleteRun:
 
 
 def _plan_checkpoint(plan: DeletePlan, phase: str) -> dict[str, Any]:
-    return {"delete": {"phase": phase, "items": [i.to_json() for i in plan.items], "errors": plan.errors,
-                       "failedTargets": sorted(plan.failed_targets), "review": plan.review, "scanned": plan.scanned}}
+    return {
+        "delete": {
+            "phase": phase,
+            "items": [i.to_json() for i in plan.items],
+            "errors": plan.errors,
+            "failedTargets": sorted(plan.failed_targets),
+            "review": plan.review,
+            "scanned": plan.scanned,
+        }
+    }
 
 
-def run_delete(request: DsrRequest, services: Any, started_at: str, *, checkpoint: Any = None,
-               save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def run_delete(
+    request: DsrRequest,
+    services: Any,
+    started_at: str,
+    *,
+    checkpoint: Any = None,
+    save: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Plan, then delete and verify. A resumed run keeps its plan: items already deleted answer 204/404
     (absent) on the second DELETE, so nothing outside the plan is ever touched."""
     settings = services.settings
-    run = DeleteRun(request, catalog=services.catalog, endpoints=Endpoints(settings.endpoints), aml=services.aml(),
-                    audit=services.audit(), concurrency=settings.concurrency,
-                    lro_deadline=settings.lro_deadline_seconds)
+    run = DeleteRun(
+        request,
+        catalog=services.catalog,
+        endpoints=Endpoints(settings.endpoints),
+        aml=services.aml(),
+        audit=services.audit(),
+        concurrency=settings.concurrency,
+        lro_deadline=settings.lro_deadline_seconds,
+    )
     saved = checkpoint.get("delete") if isinstance(checkpoint, dict) else None
     if saved:
-        plan = DeletePlan([PlannedItem.from_json(raw) for raw in saved["items"]], list(saved["errors"]),
-                          set(saved["failedTargets"]), list(saved.get("review", [])), int(saved.get("scanned", 0)))
+        plan = DeletePlan(
+            [PlannedItem.from_json(raw) for raw in saved["items"]],
+            list(saved["errors"]),
+            set(saved["failedTargets"]),
+            list(saved.get("review", [])),
+            int(saved.get("scanned", 0)),
+        )
         log.info("resuming a delete from its saved plan", extra={"planned": len(plan.items), "phase": saved["phase"]})
     else:
         plan = run.plan()
@@ -279,15 +360,27 @@ def run_delete(request: DsrRequest, services: Any, started_at: str, *, checkpoin
         if request.deleteWorkspace:
             target = request.targets[0]
             if target.resource_id in plan.failed_targets or errors:
-                errors.append({"code": "workspace_delete_skipped", "kind": "workspace", "target": target.resource_id,
-                               "message": "the workspace was not deleted because the deletions before it did not all succeed"})
+                errors.append(
+                    {
+                        "code": "workspace_delete_skipped",
+                        "kind": "workspace",
+                        "target": target.resource_id,
+                        "message": "the workspace was not deleted because the deletions before it did not all succeed",
+                    }
+                )
             else:
                 outcome = run.delete_workspace(target)
                 workspace_deletes[target.resource_id] = {k: v for k, v in outcome.items() if k != "error"}
                 if outcome["error"] or not outcome["verified"]:
-                    errors.append(outcome["error"] or {
-                        "code": "workspace_still_present", "kind": "workspace", "target": target.resource_id,
-                        "message": "the workspace still answers a GET after its purge delete"})
+                    errors.append(
+                        outcome["error"]
+                        or {
+                            "code": "workspace_still_present",
+                            "kind": "workspace",
+                            "target": target.resource_id,
+                            "message": "the workspace still answers a GET after its purge delete",
+                        }
+                    )
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for target in request.targets:
         if target.resource_id in plan.failed_targets:
@@ -310,9 +403,14 @@ def run_delete(request: DsrRequest, services: Any, started_at: str, *, checkpoin
         status = "failed"
     else:
         status = "partially_completed"
-    data: dict[str, Any] = {"dryRun": request.dryRun, "counts": counts, "errors": errors,
-                            "startedAt": started_at, "completedAt": utc_now(),
-                            "audit": {"container": settings.audit_container, "blob": f"{request.requestId}.jsonl"}}
+    data: dict[str, Any] = {
+        "dryRun": request.dryRun,
+        "counts": counts,
+        "errors": errors,
+        "startedAt": started_at,
+        "completedAt": utc_now(),
+        "audit": {"container": settings.audit_container, "blob": f"{request.requestId}.jsonl"},
+    }
     listing = [i.as_dict() for i in plan.items[:PLAN_LIMIT_IN_EVENT]]
     data["plan" if request.dryRun else "items"] = listing
     if planned > PLAN_LIMIT_IN_EVENT:

@@ -71,8 +71,9 @@ def load() -> tuple[dict[str, Any], list[HostileCase]]:
     """The valid base message and every hostile case."""
     doc = json.loads(CORPUS.read_text(encoding="utf-8"))
     base = doc["base"]
-    cases = [HostileCase(c["name"], c["why"], message_bytes(c, base), c["expect"]["code"], c["expect"]["field"])
-             for c in doc["cases"]]
+    cases = [
+        HostileCase(c["name"], c["why"], message_bytes(c, base), c["expect"]["code"], c["expect"]["field"]) for c in doc["cases"]
+    ]
     return base, cases
 
 

@@ -1,0 +1,83 @@
+"""The outcome event (docs/contract.md §2): a CloudEvents 1.0 structured event. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.domain.errors import RequestRejected
+
+SOURCE = "/aml-dsr"
+CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
+STATUSES = ("completed", "partially_completed", "failed", "rejected")
+EXIT_CODES = {"completed": 0, "partially_completed": 3, "failed": 1, "rejected": 2}
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def outcome_event(
+    request_id: str, operation: str | None, status: str, data: dict[str, Any], *, time: str | None = None
+) -> dict[str, Any]:
+    assert status in STATUSES
+    type_op = operation if operation in ("export", "delete") else "request"
+    return {
+        "specversion": "1.0",
+        "id": f"{request_id}:{status}",
+        "source": SOURCE,
+        "type": f"aml.dsr.{type_op}.{status}",
+        "subject": f"requests/{request_id}",
+        "time": time or utc_now(),
+        "datacontenttype": "application/json",
+        "data": {"requestId": request_id, "operation": operation, "status": status, **data},
+    }
+
+
+def unreadable_id(body: bytes | str) -> str:
+    """The stand-in requestId of a message whose own could not be read: stable for the same bytes."""
+    raw = body.encode("utf-8", "replace") if isinstance(body, str) else bytes(body)
+    return f"unreadable-{hashlib.sha256(raw).hexdigest()[:16]}"
+
+
+def failed_event(
+    request_id: str, operation: str | None, code: str, message: str, *, started_at: str | None = None
+) -> dict[str, Any]:
+    """The one ``failed`` outcome of a request that could not run to its end (one coded error)."""
+    now = utc_now()
+    return outcome_event(
+        request_id,
+        operation,
+        "failed",
+        {
+            "counts": {},
+            "errors": [{"code": code, "message": message, "kind": None, "target": None}],
+            "startedAt": started_at or now,
+            "completedAt": now,
+        },
+    )
+
+
+def rejected_event(error: RequestRejected, body: bytes | str, *, started_at: str) -> dict[str, Any]:
+    """A rejection names each broken rule. Without a readable requestId, one is derived from the body."""
+    request_id = error.request_id or unreadable_id(body)
+    return outcome_event(
+        request_id,
+        error.operation,
+        "rejected",
+        {
+            "counts": {},
+            "errors": [v.as_dict() for v in error.violations],
+            "startedAt": started_at,
+            "completedAt": utc_now(),
+        },
+    )
+
+
+def status_of(errors: int, succeeded_targets: int, total_targets: int) -> str:
+    if not errors:
+        return "completed"
+    if succeeded_targets == 0 and total_targets > 0:
+        return "failed"
+    return "partially_completed"

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: fakes checked against the SDKs, loopback servers, bundle readers."""

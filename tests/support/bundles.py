@@ -1,0 +1,42 @@
+"""Reading what the app wrote (bundles in Azurite) and recording what it published."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from azure.storage.blob import BlobServiceClient
+
+from tools.emulator import DEMO_LOCATION, DEMO_RESOURCE_GROUP, DEMO_SUBSCRIPTION, DEMO_WORKSPACE
+
+DEMO_TARGET = {
+    "subscriptionId": DEMO_SUBSCRIPTION,
+    "resourceGroup": DEMO_RESOURCE_GROUP,
+    "workspace": DEMO_WORKSPACE,
+    "location": DEMO_LOCATION,
+}
+
+
+class RecordingPublisher:
+    """A fake outcome publisher (implements shared.ports.OutcomePublisher)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+
+def blob_container(env: dict[str, str], name_setting: str = "DSR_EXPORT_CONTAINER") -> Any:
+    return BlobServiceClient.from_connection_string(env["DSR_STORAGE"]).get_container_client(env[name_setting])
+
+
+def read_bundle(env: dict[str, str], request_id: str) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """The manifest and, per file name, the parsed lines."""
+    container = blob_container(env)
+    manifest = json.loads(container.download_blob(f"{request_id}/manifest.json").readall())
+    files = {}
+    for entry in manifest["files"]:
+        raw = container.download_blob(entry["name"]).readall()
+        files[entry["name"]] = [json.loads(line) for line in raw.splitlines() if line]
+    return manifest, files
