@@ -46,6 +46,8 @@ class Settings:
     read_timeout: float = 60.0
     max_attempts: int = 8
     max_retry_after: float = 120.0
+    max_response_bytes: int = 64 * 1024 * 1024
+    response_deadline_seconds: float = 300.0
     max_delivery_count: int = 10
     lro_deadline_seconds: float = 1800.0
     time_budget_seconds: float = 420.0
@@ -173,6 +175,8 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
         read_timeout=number("DSR_READ_TIMEOUT_SECONDS", defaults.read_timeout, minimum=0.1),
         max_attempts=int(number("DSR_MAX_ATTEMPTS", defaults.max_attempts, minimum=1, integer=True)),
         max_retry_after=number("DSR_MAX_RETRY_AFTER_SECONDS", defaults.max_retry_after, minimum=0),
+        max_response_bytes=int(number("DSR_MAX_RESPONSE_BYTES", defaults.max_response_bytes, minimum=1024, integer=True)),
+        response_deadline_seconds=number("DSR_RESPONSE_DEADLINE_SECONDS", defaults.response_deadline_seconds, minimum=1),
         max_delivery_count=int(number("DSR_MAX_DELIVERY_COUNT", defaults.max_delivery_count, minimum=1, integer=True)),
         lro_deadline_seconds=number("DSR_LRO_DEADLINE_SECONDS", defaults.lro_deadline_seconds, minimum=1),
         time_budget_seconds=number("DSR_TIME_BUDGET_SECONDS", defaults.time_budget_seconds, minimum=1),
