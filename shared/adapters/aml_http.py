@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from shared.domain.documents import MAX_RESPONSE_DEPTH, parse_json_document
 from shared.domain.errors import (
     AzureMLError,
     BadResponseError,
@@ -31,7 +32,6 @@ from shared.domain.errors import (
     parse_retry_after,
     safe_service_code,
 )
-from shared.domain.documents import MAX_RESPONSE_DEPTH, parse_json_document
 from shared.domain.governor import Governor
 from shared.domain.urls import UrlPolicy, redact_url
 from shared.ports import ApiResponse, TokenSource

@@ -217,6 +217,7 @@ def run_export(
             "counts": counts,
             "skipped": {t.target.resource_id: t.skipped for t in result.targets if t.skipped},
             "secretsRedacted": sum(t.secrets_scrubbed for t in result.targets),
+            "nonFiniteNulled": sum(t.non_finite for t in result.targets),
             **({"scope": "subject", "subjectMatches": subject_matches} if subject_matches is not None else {}),
             "calls": result.calls,
         },
