@@ -26,7 +26,7 @@ from shared.domain.errors import (
     capped_wait,
     parse_retry_after,
 )
-from shared.domain.outcome import outcome_event, utc_now
+from shared.domain.outcome import cap_outcome, outcome_event, utc_now
 from shared.domain.subject import SubjectMatcher
 from shared.domain.urls import redact_url
 from shared.ports import ApiResponse, AuditLog, AzureML
@@ -456,4 +456,14 @@ def run_delete(
         data["subjectMatches"] = {"scanned": plan.scanned, "identity": planned, "mentionOnly": len(plan.review)}
         data["review"] = plan.review[:PLAN_LIMIT_IN_EVENT]
     log.info("delete finished", extra={"planned": planned, "verified": verified, "dryRun": request.dryRun})
-    return outcome_event(request.requestId, "delete", status, data)
+    event = outcome_event(request.requestId, "delete", status, data)
+    capped, cut = cap_outcome(event)
+    if cut:
+        # the audit blob already holds every item (PLAN, DELETE, GET lines); the errors and the review list
+        # the outcome leaves out are appended to it, so the outcome can name it as the full list
+        listed = {k: len(capped["data"].get(k) or []) for k in ("errors", "review")}
+        left_out = [{"method": "ERROR", "error": e} for e in errors[listed["errors"] :]]
+        left_out += [{"method": "REVIEW", "review": r} for r in plan.review[listed["review"] :]]
+        if left_out:
+            run._audit(left_out)
+    return capped
