@@ -11,7 +11,8 @@ Three lines of defence, each counted in the manifest's ``secretsRedacted``:
    Names that only *describe* a secret are kept, because they are needed to understand an export and hold
    no secret: a last word of ``id``, ``name``, ``uri``, ``url``, ``vault``, ``version``, ``type``, ``expiry``...
    (``keyVault``, ``keyVaultArmId``, ``keyIdentifier``, ``secretName``, ``tokenType``), and keys that are
-   not credentials (``publicKey``, ``partitionKey``, ``rowKey``, ``sortKey``).
+   not credentials (``publicKey``, ``partitionKey``, ``rowKey``, ``sortKey``), and switches (``isSas``,
+   ``hasPassword``). A SAS URL or URI (``sasUrl``) is the secret itself and is always replaced.
 3. **Values by pattern**, in every string whatever its field: a URL's ``sig=`` (a SAS), ``AccountKey=``,
    ``SharedAccessKey=``, ``SharedAccessSignature=``, ``Password=`` in a connection string, ``Bearer``
    tokens, JWTs, PEM blocks. Only the secret part is replaced, so the rest stays readable.
@@ -141,6 +142,7 @@ _DESCRIPTIVE_LAST = frozenset(
         "provider",
     }
 )
+_FLAG_FIRST = frozenset({"is", "has", "use", "uses", "enable", "allow", "require", "requires", "disable"})
 # ``xKey`` names that are not credentials
 _HARMLESS_KEY_PREFIX = frozenset({"public", "partition", "row", "sort", "foreign", "unique", "idempotency"})
 _WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+")
@@ -163,6 +165,10 @@ def is_secret_name(name: str) -> bool:
     if not words:
         return False
     last = words[-1]
+    if words[0] in _FLAG_FIRST and len(words) > 1:  # isSas, hasPassword, useKey: a switch, not a secret
+        return False
+    if "sas" in words and last in ("url", "uri", "urls", "uris"):  # a SAS URL is the secret itself
+        return True
     if last in _DESCRIPTIVE_LAST:
         return False
     if any(w in _SECRET_ANYWHERE for w in words):
