@@ -56,6 +56,9 @@ param exportRetentionDays int = 30
 @maxValue(146000)
 param auditRetentionDays int = 1095
 
+@description('Set to true after locking the audit retention (docs/operations.md 2.3); a locked policy cannot be redeployed.')
+param auditRetentionLocked bool = false
+
 @description('Soft-delete window of the data account (days); deleted exports stay restorable, and so exist, this much longer.')
 @minValue(1)
 @maxValue(365)
@@ -198,6 +201,7 @@ module dataStorage 'modules/storage-data.bicep' = {
     skuName: dataStorageSku
     exportRetentionDays: exportRetentionDays
     auditRetentionDays: auditRetentionDays
+    auditRetentionLocked: auditRetentionLocked
     softDeleteDays: softDeleteDays
   }
 }

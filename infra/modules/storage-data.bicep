@@ -30,6 +30,9 @@ param exportRetentionDays int
 @maxValue(146000)
 param auditRetentionDays int
 
+@description('True once the audit retention policy has been locked (docs/operations.md 2.3): a locked policy can no longer be put, only extended, so the template then leaves it alone.')
+param auditRetentionLocked bool
+
 @description('Days a deleted blob or container can be restored (soft delete). Personal data lives this much longer.')
 @minValue(1)
 @maxValue(365)
@@ -116,7 +119,7 @@ resource auditContainer 'Microsoft.Storage/storageAccounts/blobServices/containe
 // appends (shared/adapters/blob.py BlobAuditLog), hence allowProtectedAppendWrites. Deployed unlocked: an
 // unlocked policy can still be shortened or removed, a locked one cannot, and locking is a separate, deliberate
 // step (docs/operations.md, "Lock the audit retention").
-resource auditRetention 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = {
+resource auditRetention 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = if (!auditRetentionLocked) {
   parent: auditContainer
   name: 'default'
   properties: {
