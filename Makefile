@@ -27,7 +27,7 @@ test: setup
 
 # The pure tests: no Node, no Azurite, no emulator process (well under 20 s).
 test-fast: $(VENV)/.stamp
-	$(BIN)/python -m pytest -q -m "not integration" tests/unit
+	$(BIN)/python -m pytest -q -m "not integration" tests/unit tests/infra
 
 # What CI enforces before the tests: lint, format, strict types, the fast tests.
 check: $(VENV)/.stamp
