@@ -39,7 +39,9 @@ def test_scale_one_counts() -> None:
         ids = emu.expected_ids(*DEMO)
     counts = {kind: len(values) for kind, values in ids.items()}
     assert counts["workspace"] == 1
-    assert counts["computes"] == 4 and counts["experiments"] == 3  # ci-jane, ci-john, ci-for-jane, cpu-cluster and counts["runs"] == 12
+    assert (
+        counts["computes"] == 4 and counts["experiments"] == 3
+    )  # ci-jane, ci-john, ci-for-jane, cpu-cluster and counts["runs"] == 12
     assert counts["metrics"] == 9 and counts["artifacts"] == 24 and counts["tasks"] == 3
     assert counts["datastores"] == 3 and counts["models"] == 5
     assert counts["assets"] == counts["images"] == counts["services"] == 3

@@ -362,8 +362,8 @@ def populate_demo(ws: Workspace, jane: Subject, john: Subject, app: Subject) -> 
     _asset(b, "featuresets", "customer-features", jane, [("1", jane, {}), ("2", john, {"isArchived": True})])
     _asset(b, "featurestoreEntities", "customer", app, [("1", app, {}), ("2", JANE_EMAIL, {})])
 
-    _endpoint(b, "onlineEndpoints", "fraud-ep", john, [("blue", john, fraud1), ("green", jane, churn1)])
-    _endpoint(b, "onlineEndpoints", "churn-ep", JANE_EMAIL, [])
+    _endpoint(b, "onlineEndpoints", "fraud-ep", john, [("blue", john, fraud1)])
+    _endpoint(b, "onlineEndpoints", "churn-ep", JANE_EMAIL, [("green", jane, churn1)])
     _endpoint(b, "batchEndpoints", "batch-scoring", jane, [("default", jane, fraud2)])
 
     _schedule(b, "sched-nightly-retrain", app, ["Jane@Contoso.com"], enabled=True)  # Jane's alias, other letter case
