@@ -315,12 +315,12 @@ def _connection(b: _Builder, name: str, creator: Subject | str, auth: str, crede
     b.secret(item["id"], "listsecrets", item)
 
 
-def _datastores(b: _Builder) -> None:
+def _datastores(b: _Builder, creator: Subject) -> None:
     """The workspace's (v1) datastores as ARM resources; the credentials carry the same secrets."""
     for i, ds in enumerate(b.ws.datastores.values()):
         section = ds["azureStorageSection"]
         creds = {"credentialsType": "AccountKey", "secrets": {"secretsType": "AccountKey", "key": section["accountKey"]}}
-        item = b.top("datastores", ds["name"], b.ws.arm["systemData"]["createdBy"] or "unknown", {
+        item = b.top("datastores", ds["name"], creator, {
             "description": f"{ds['name']} datastore",
             "tags": {},
             "properties": None,
@@ -374,7 +374,7 @@ def populate_demo(ws: Workspace, jane: Subject, john: Subject, app: Subject) -> 
     _connection(b, "sql-conn", app, "UsernamePassword",
                 {"username": "svc-reader", "password": _secret(ws.name, "sql-conn-password")},
                 {"owner": JANE_EMAIL_DECOY})  # fmt: skip
-    _datastores(b)
+    _datastores(b, jane)
 
 
 def populate_small(ws: Workspace, creator: Subject, with_subject: Subject | None = None) -> None:
@@ -387,7 +387,7 @@ def populate_small(ws: Workspace, creator: Subject, with_subject: Subject | None
         _job(b, f"job-{ws.name}-2", with_subject, emails=[with_subject.upn or ""])
         versions.append(("2", with_subject, {}))
     _asset(b, "models", f"model-{ws.name}", creator, versions)
-    _datastores(b)
+    _datastores(b, creator)
 
 
 # --------------------------------------------------------------------------------------------- truth
