@@ -44,7 +44,8 @@ class Azurite:
 
     @property
     def connection_string(self) -> str:
-        return f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};BlobEndpoint={self.blob_endpoint};"
+        return (f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+                f"BlobEndpoint={self.blob_endpoint};")
 
     def start(self, attempts: int = 3) -> Azurite:
         last = ""
@@ -52,23 +53,10 @@ class Azurite:
             self.port = free_port()
             self._workdir = tempfile.mkdtemp(prefix="azurite-")
             self.process = subprocess.Popen(
-                [
-                    azurite_binary(),
-                    "--blobHost",
-                    "127.0.0.1",
-                    "--blobPort",
-                    str(self.port),
-                    "--silent",
-                    "--skipApiVersionCheck",
-                    "--loose",
-                    "--inMemoryPersistence",
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "NODE_NO_WARNINGS": "1"},
-                cwd=self._workdir,
-                start_new_session=True,
-            )
+                [azurite_binary(), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+                 "--silent", "--skipApiVersionCheck", "--loose", "--inMemoryPersistence"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "NODE_NO_WARNINGS": "1"}, cwd=self._workdir,
+                start_new_session=True)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:

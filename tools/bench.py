@@ -46,12 +46,8 @@ from tools.emulator import (
     EmulatorServer,
 )
 
-TARGET = {
-    "subscriptionId": DEMO_SUBSCRIPTION,
-    "resourceGroup": DEMO_RESOURCE_GROUP,
-    "workspace": DEMO_WORKSPACE,
-    "location": DEMO_LOCATION,
-}
+TARGET = {"subscriptionId": DEMO_SUBSCRIPTION, "resourceGroup": DEMO_RESOURCE_GROUP, "workspace": DEMO_WORKSPACE,
+          "location": DEMO_LOCATION}
 TIME_V = "/usr/bin/time"
 LATENCY_MS = 20
 LATENCY_SCALE = 5.0  # ~1,000 calls at page size 2
@@ -61,11 +57,9 @@ RATE_SCALE_SMALL = 5.0  # the ~1,000-call case, shown for reference
 MEMORY_SCALES = (3.0, 30.0)
 TARGETS = {"speedup": 8.0, "rate_ratio": 1.2, "throttled_share": 0.02, "rss_growth_mb": 50.0, "import_s": 0.5}
 # a memory wrapper for systems without /usr/bin/time: run argv, then print the child's peak RSS (KiB)
-_RSS_WRAPPER = (
-    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
-    "sys.stderr.write('Maximum resident set size (kbytes): %d\\n' % "
-    "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
-)
+_RSS_WRAPPER = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+                "sys.stderr.write('Maximum resident set size (kbytes): %d\\n' % "
+                "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
 
 
 @dataclass
@@ -89,7 +83,6 @@ class Run:
 
 # -- running `dsr process` ---------------------------------------------------------------------------------------------
 
-
 def _dsr() -> str:
     candidate = Path(sys.executable).with_name("dsr")
     return str(candidate) if candidate.exists() else "dsr"
@@ -102,25 +95,12 @@ def _measure_prefix() -> list[str]:
 
 
 def _request(label: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "schemaVersion": "1",
-        "requestId": f"BENCH-{label}-{uuid.uuid4().hex[:10]}",
-        "operation": "export",
-        "targets": [TARGET],
-        "requestedBy": "make bench",
-        **extra,
-    }
+    return {"schemaVersion": "1", "requestId": f"BENCH-{label}-{uuid.uuid4().hex[:10]}", "operation": "export",
+            "targets": [TARGET], "requestedBy": "make bench", **extra}
 
 
-def run_dsr(
-    label: str,
-    base_env: dict[str, str],
-    emulator: EmulatorServer,
-    *,
-    concurrency: int | None = None,
-    request: dict[str, Any] | None = None,
-    log_dir: Path,
-) -> Run:
+def run_dsr(label: str, base_env: dict[str, str], emulator: EmulatorServer, *, concurrency: int | None = None,
+            request: dict[str, Any] | None = None, log_dir: Path) -> Run:
     env = dict(base_env)
     if concurrency is not None:
         env["DSR_CONCURRENCY"] = str(concurrency)
@@ -129,9 +109,8 @@ def run_dsr(
     accepted = _count_connections(emulator)
     spawned_wall = time.time()
     started = time.monotonic()
-    proc = subprocess.run(
-        [*_measure_prefix(), _dsr(), "process", "-"], input=body, env=env, capture_output=True, check=False, cwd=ROOT
-    )
+    proc = subprocess.run([*_measure_prefix(), _dsr(), "process", "-"], input=body, env=env, capture_output=True,
+                          check=False, cwd=ROOT)
     wall = time.monotonic() - started
     stderr = proc.stderr.decode(errors="replace")
     (log_dir / f"{label}.log").write_text(stderr)
@@ -154,24 +133,13 @@ def run_dsr(
         if entry.get("message") == "export written":
             export_seconds = entry.get("seconds")
         elif str(entry.get("message", "")).startswith("throttled: pacing"):
-            governor = {
-                k: entry.get(k)
-                for k in ("rate", "estimate", "burst", "limit", "events", "cycleSeconds", "admitted", "lower", "upper", "fit")
-            }
-    return Run(
-        label=label,
-        wall=wall,
-        exit_code=proc.returncode,
-        status=status,
-        calls=len(log),
-        admitted=len(log) - throttled,
-        throttled=throttled,
-        rss_mb=int(rss.group(1)) / 1024 if rss else None,
-        export_seconds=export_seconds,
-        first_call=(log[0]["time"] - spawned_wall) if log else None,
-        governor=governor,
-        connections=accepted(),
-    )
+            governor = {k: entry.get(k) for k in ("rate", "estimate", "burst", "limit", "events", "cycleSeconds",
+                                                  "admitted", "lower", "upper", "fit")}
+    return Run(label=label, wall=wall, exit_code=proc.returncode, status=status, calls=len(log),
+               admitted=len(log) - throttled, throttled=throttled,
+               rss_mb=int(rss.group(1)) / 1024 if rss else None, export_seconds=export_seconds,
+               first_call=(log[0]["time"] - spawned_wall) if log else None, governor=governor,
+               connections=accepted())
 
 
 def _count_connections(emulator: EmulatorServer) -> Any:
@@ -200,7 +168,6 @@ def median_run(runs: list[Run], key: Any = None, unit: str = "s") -> Run:
 
 
 # -- the critical path -------------------------------------------------------------------------------------------------
-
 
 class _MemoryBlob:
     def __init__(self) -> None:
@@ -258,9 +225,8 @@ def critical_path(emulator: EmulatorServer, env: dict[str, str]) -> dict[str, An
 
         aml = AzureMLHttp(Credential(), scope=settings.token_scope, policy=UrlPolicy(settings.endpoints))
         request = parse_request(json.dumps(_request("critical-path")).encode())
-        traversal = ExportTraversal(
-            request, catalog=load_catalog(), endpoints=Endpoints(settings.endpoints), aml=aml, store=_MemoryStore(), concurrency=1
-        )
+        traversal = ExportTraversal(request, catalog=load_catalog(), endpoints=Endpoints(settings.endpoints), aml=aml,
+                                    store=_MemoryStore(), concurrency=1)
         depth: dict[int, int] = {}
         lock = threading.Lock()
         deepest = 0
@@ -287,7 +253,6 @@ def critical_path(emulator: EmulatorServer, env: dict[str, str]) -> dict[str, An
 
 # -- cold start --------------------------------------------------------------------------------------------------------
 
-
 def import_seconds(module: str, repeats: int = 5) -> tuple[float, float]:
     """Median time to import ``module`` in a fresh interpreter, and the median whole-process wall time."""
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
@@ -301,7 +266,6 @@ def import_seconds(module: str, repeats: int = 5) -> tuple[float, float]:
 
 
 # -- report ------------------------------------------------------------------------------------------------------------
-
 
 def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("PASS" if ok else "MISS")
@@ -318,23 +282,16 @@ def machine() -> dict[str, Any]:
         pass
     commit = ""
     try:
-        commit = (
-            subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, check=True, cwd=ROOT)
-            .stdout.decode()
-            .strip()
-        )
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, check=True, cwd=ROOT).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, check=True,
+                                cwd=ROOT).stdout.decode().strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, check=True,
+                               cwd=ROOT).stdout.strip()
         commit += "+dirty" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         pass
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "commit": commit,
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    return {"cpus": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "platform": platform.platform(), "commit": commit,
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 def render(results: dict[str, Any]) -> str:
@@ -342,11 +299,9 @@ def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines.append(f"# aml-dsr bench ({m['date']}, commit {m['commit'] or '?'})")
     lines.append("")
-    lines.append(
-        f"Machine: {m['cpus']} CPUs ({m['cpu'] or 'unknown CPU'}), Python {m['python']}, {m['platform']}. "
-        "Every figure is a whole `dsr process` subprocess (spawn to exit) against Azurite and the "
-        "workspace emulator, both on loopback on the same machine."
-    )
+    lines.append(f"Machine: {m['cpus']} CPUs ({m['cpu'] or 'unknown CPU'}), Python {m['python']}, {m['platform']}. "
+                 "Every figure is a whole `dsr process` subprocess (spawn to exit) against Azurite and the "
+                 "workspace emulator, both on loopback on the same machine.")
     lines.append("")
     lines.append("| measurement | figure | target | verdict |")
     lines.append("|---|---|---|---|")
@@ -354,7 +309,8 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"| {row['measurement']} | {row['figure']} | {row['target']} | {row['verdict']} |")
     lat = results["latency"]
     lines.append("")
-    lines.append(f"## Wall time vs concurrency (latency-bound: {LATENCY_MS} ms per call, no limit, {lat['calls']} calls)")
+    lines.append(f"## Wall time vs concurrency (latency-bound: {LATENCY_MS} ms per call, no limit, "
+                 f"{lat['calls']} calls)")
     lines.append("")
     lines.append("| concurrency | wall (s) | speedup | export phase (s) | lower bound (s) | connections | |")
     lines.append("|---:|---:|---:|---:|---:|---:|---|")
@@ -363,45 +319,35 @@ def render(results: dict[str, Any]) -> str:
     for r in lat["runs"]:
         bar = "#" * max(1, round(40 * r["wall"] / widest))
         bound = r.get("lower_bound")
-        lines.append(
-            f"| {r['concurrency']}{' (default)' if r['concurrency'] == lat['default'] else ''} | "
-            f"{r['wall']:.2f} | {base / r['wall']:.1f}x | {_fmt(r.get('export_seconds'))} | "
-            f"{_fmt(bound)} | {r.get('connections') if r.get('connections') is not None else '-'} | `{bar}` |"
-        )
+        lines.append(f"| {r['concurrency']}{' (default)' if r['concurrency'] == lat['default'] else ''} | "
+                     f"{r['wall']:.2f} | {base / r['wall']:.1f}x | {_fmt(r.get('export_seconds'))} | "
+                     f"{_fmt(bound)} | {r.get('connections') if r.get('connections') is not None else '-'} | `{bar}` |")
     cp = lat["critical_path"]
     lines.append("")
     if cp.get("depth"):
-        lines.append(
-            f"Critical path: {cp['depth']} dependent calls x {LATENCY_MS} ms = "
-            f"{cp['depth'] * LATENCY_MS / 1000:.2f} s. Lower bound at concurrency c: "
-            f"max(critical path, calls x {LATENCY_MS} ms / c), plus the process's fixed cost "
-            f"(start to first call {_fmt(lat.get('first_call'))} s)."
-        )
+        lines.append(f"Critical path: {cp['depth']} dependent calls x {LATENCY_MS} ms = "
+                     f"{cp['depth'] * LATENCY_MS / 1000:.2f} s. Lower bound at concurrency c: "
+                     f"max(critical path, calls x {LATENCY_MS} ms / c), plus the process's fixed cost "
+                     f"(start to first call {_fmt(lat.get('first_call'))} s).")
     else:
         lines.append(f"Critical path: not measured ({cp.get('error')}).")
     rate = results["rate"]
     lines.append("")
     lines.append(f"## Rate-bound ({RATE:g} calls/s, burst {BURST}, {LATENCY_MS} ms per call, default concurrency)")
     lines.append("")
-    lines.append(
-        "| calls admitted | 429s | wall (s) | ideal (s) | ratio | export phase (s) | first call (s) | "
-        "throttling events | paced at (calls/s) |"
-    )
+    lines.append("| calls admitted | 429s | wall (s) | ideal (s) | ratio | export phase (s) | first call (s) | "
+                 "throttling events | paced at (calls/s) |")
     lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rate["runs"]:
         gov = r.get("governor") or {}
-        lines.append(
-            f"| {r['admitted']} | {r['throttled']} ({100 * r['throttled'] / max(1, r['admitted']):.1f}%) | "
-            f"{r['wall']:.2f} | {r['ideal']:.2f} | {r['wall'] / r['ideal']:.2f}x | "
-            f"{_fmt(r.get('export_seconds'))} | {_fmt(r.get('first_call'))} | {gov.get('events', '-')} | "
-            f"{_fmt(gov.get('rate'))} |"
-        )
+        lines.append(f"| {r['admitted']} | {r['throttled']} ({100 * r['throttled'] / max(1, r['admitted']):.1f}%) | "
+                     f"{r['wall']:.2f} | {r['ideal']:.2f} | {r['wall'] / r['ideal']:.2f}x | "
+                     f"{_fmt(r.get('export_seconds'))} | {_fmt(r.get('first_call'))} | {gov.get('events', '-')} | "
+                     f"{_fmt(gov.get('rate'))} |")
     lines.append("")
-    lines.append(
-        "The ideal is (admitted calls - burst) / rate. Each throttling event costs about one Retry-After "
-        "(the emulator answers whole seconds, at least 1 s) less the burst refilled meanwhile; the "
-        "governor needs two to measure the limit, then paces just under it."
-    )
+    lines.append("The ideal is (admitted calls - burst) / rate. Each throttling event costs about one Retry-After "
+                 "(the emulator answers whole seconds, at least 1 s) less the burst refilled meanwhile; the "
+                 "governor needs two to measure the limit, then paces just under it.")
     mem = results["memory"]
     lines.append("")
     lines.append(f"## Memory (no latency, no limit, default concurrency; median of {mem['repeats']} runs)")
@@ -414,14 +360,10 @@ def render(results: dict[str, Any]) -> str:
     lines.append("")
     lines.append("## Cold start")
     lines.append("")
-    lines.append(
-        f"- `import {cold['module']}` in a fresh interpreter: {cold['import_s']:.3f} s "
-        f"(interpreter start + import: {cold['process_s']:.3f} s){cold.get('note', '')}"
-    )
-    lines.append(
-        f"- one-kind request (`models`, {LATENCY_MS} ms per call, {cold['one_kind']['calls']} calls): "
-        f"{cold['one_kind']['wall']:.2f} s end to end, first call after {_fmt(cold['one_kind']['first_call'])} s"
-    )
+    lines.append(f"- `import {cold['module']}` in a fresh interpreter: {cold['import_s']:.3f} s "
+                 f"(interpreter start + import: {cold['process_s']:.3f} s){cold.get('note', '')}")
+    lines.append(f"- one-kind request (`models`, {LATENCY_MS} ms per call, {cold['one_kind']['calls']} calls): "
+                 f"{cold['one_kind']['wall']:.2f} s end to end, first call after {_fmt(cold['one_kind']['first_call'])} s")
     if results.get("notes"):
         lines.append("")
         lines.append("## Notes")
@@ -435,7 +377,6 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 
 # -- the scenarios -----------------------------------------------------------------------------------------------------
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.split("\n\n")[0])
@@ -454,19 +395,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with Azurite() as azurite, EmulatorServer(EmulatorConfig()) as emulator:
         # PYTHONPATH: the subprocesses run this tree's code whatever the venv's editable install points at
-        env = {
-            **os.environ,
-            **emulator.settings(),
-            "DSR_STORAGE": azurite.connection_string,
-            "DSR_LOG_LEVEL": "INFO",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        }
+        env = {**os.environ, **emulator.settings(), "DSR_STORAGE": azurite.connection_string, "DSR_LOG_LEVEL": "INFO",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         for name in ("ServiceBusConnection__fullyQualifiedNamespace", "DSR_CONCURRENCY"):
             env.pop(name, None)
-        say(
-            f"bench: Azurite on {azurite.blob_endpoint}, emulator on {emulator.base_url}; "
-            f"default concurrency {default_concurrency}"
-        )
+        say(f"bench: Azurite on {azurite.blob_endpoint}, emulator on {emulator.base_url}; "
+            f"default concurrency {default_concurrency}")
 
         # 1. latency-bound -----------------------------------------------------------------------------------
         emulator.configure(latency_ms=0, rate=None, burst=None, scale=LATENCY_SCALE, faults={})
@@ -476,16 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         lat_runs: list[dict[str, Any]] = []
         for level in levels:
             n = 1 if level == 1 else repeats
-            runs = [
-                run_dsr(
-                    f"latency-c{level}-{i}",
-                    env,
-                    emulator,
-                    log_dir=logs,
-                    concurrency=None if level == default_concurrency else level,
-                )
-                for i in range(n)
-            ]
+            runs = [run_dsr(f"latency-c{level}-{i}", env, emulator, log_dir=logs,
+                            concurrency=None if level == default_concurrency else level) for i in range(n)]
             run = median_run(runs)
             entry = {"concurrency": level, **asdict(run)}
             if cp.get("depth"):
@@ -495,16 +421,9 @@ def main(argv: list[str] | None = None) -> int:
         base = lat_runs[0]["wall"]
         default_run = next(r for r in lat_runs if r["concurrency"] == default_concurrency)
         speedup = base / default_run["wall"]
-        latency = {
-            "latency_ms": LATENCY_MS,
-            "scale": LATENCY_SCALE,
-            "calls": default_run["admitted"],
-            "default": default_concurrency,
-            "critical_path": cp,
-            "runs": lat_runs,
-            "speedup": speedup,
-            "first_call": statistics.median(r["first_call"] for r in lat_runs if r["first_call"] is not None),
-        }
+        latency = {"latency_ms": LATENCY_MS, "scale": LATENCY_SCALE, "calls": default_run["admitted"],
+                   "default": default_concurrency, "critical_path": cp, "runs": lat_runs, "speedup": speedup,
+                   "first_call": statistics.median(r["first_call"] for r in lat_runs if r["first_call"] is not None)}
 
         # 2. rate-bound --------------------------------------------------------------------------------------
         rate_runs: list[dict[str, Any]] = []
@@ -514,19 +433,12 @@ def main(argv: list[str] | None = None) -> int:
             run = run_dsr(f"rate-s{scale:g}", env, emulator, log_dir=logs)
             ideal = (run.admitted - BURST) / RATE
             rate_runs.append({"scale": scale, "ideal": ideal, **asdict(run)})
-            say(
-                f"  rate-bound     scale={scale:<4g} {run.wall:6.2f} s  ideal {ideal:.2f} s  "
-                f"{run.throttled} x 429 of {run.admitted} calls  governor {run.governor}"
-            )
+            say(f"  rate-bound     scale={scale:<4g} {run.wall:6.2f} s  ideal {ideal:.2f} s  "
+                f"{run.throttled} x 429 of {run.admitted} calls  governor {run.governor}")
         emulator.configure(rate=None, burst=None)
         headline = rate_runs[0]
-        rate = {
-            "rate": RATE,
-            "burst": BURST,
-            "runs": rate_runs,
-            "ratio": headline["wall"] / headline["ideal"],
-            "throttled_share": headline["throttled"] / max(1, headline["admitted"]),
-        }
+        rate = {"rate": RATE, "burst": BURST, "runs": rate_runs, "ratio": headline["wall"] / headline["ideal"],
+                "throttled_share": headline["throttled"] / max(1, headline["admitted"])}
 
         # 3. memory ------------------------------------------------------------------------------------------
         mem_runs: list[dict[str, Any]] = []
@@ -536,18 +448,12 @@ def main(argv: list[str] | None = None) -> int:
             runs = [run_dsr(f"memory-s{scale:g}-{i}", env, emulator, log_dir=logs) for i in range(repeats)]
             run = median_run(runs, key=lambda r: r.rss_mb or 0.0, unit="MB")
             mem_runs.append({"scale": scale, **asdict(run)})
-            say(
-                f"  memory         scale={scale:<4g} {_fmt(run.rss_mb, 1)} MB peak RSS  {run.calls} calls  "
-                f"{run.wall:.2f} s  ({run.notes[-1]})"
-            )
+            say(f"  memory         scale={scale:<4g} {_fmt(run.rss_mb, 1)} MB peak RSS  {run.calls} calls  "
+                f"{run.wall:.2f} s  ({run.notes[-1]})")
         small, large = mem_runs
         growth = None if small["rss_mb"] is None or large["rss_mb"] is None else large["rss_mb"] - small["rss_mb"]
-        memory = {
-            "runs": mem_runs,
-            "growth_mb": growth,
-            "repeats": repeats,
-            "method": "/usr/bin/time -v" if Path(TIME_V).exists() else "getrusage(RUSAGE_CHILDREN)",
-        }
+        memory = {"runs": mem_runs, "growth_mb": growth, "repeats": repeats,
+                  "method": "/usr/bin/time -v" if Path(TIME_V).exists() else "getrusage(RUSAGE_CHILDREN)"}
 
         # 4. cold start --------------------------------------------------------------------------------------
         module = "function_app" if (ROOT / "function_app.py").exists() else "shared.processor"
@@ -556,74 +462,45 @@ def main(argv: list[str] | None = None) -> int:
         if module != "function_app":
             cold["note"] = " (function_app.py does not exist yet: shared.processor imported instead)"
         emulator.configure(latency_ms=LATENCY_MS, scale=1.0)
-        one = median_run(
-            [
-                run_dsr(f"one-kind-{i}", env, emulator, log_dir=logs, request=_request("one-kind", resourceKinds=["models"]))
-                for i in range(repeats)
-            ]
-        )
+        one = median_run([run_dsr(f"one-kind-{i}", env, emulator, log_dir=logs,
+                                  request=_request("one-kind", resourceKinds=["models"])) for i in range(repeats)])
         cold["one_kind"] = asdict(one)
         say(f"  cold start     import {module} {imp:.3f} s; one-kind request {one.wall:.2f} s ({one.calls} calls)")
 
     failed = [r for r in [*lat_runs, *rate_runs, *mem_runs, cold["one_kind"]] if r["status"] != "completed"]
     for r in failed:
-        notes.append(
-            f"run {r['label']} ended with exit code {r['exit_code']} and status {r['status']} "
-            f"(log: {logs / (r['label'] + '.log')})"
-        )
+        notes.append(f"run {r['label']} ended with exit code {r['exit_code']} and status {r['status']} "
+                     f"(log: {logs / (r['label'] + '.log')})")
     summary = [
-        {
-            "measurement": f"latency-bound speedup, concurrency {default_concurrency} (default) over 1",
-            "figure": f"{speedup:.1f}x ({base:.2f} s -> {default_run['wall']:.2f} s)",
-            "target": f">= {TARGETS['speedup']:g}x",
-            "verdict": verdict(speedup >= TARGETS["speedup"]),
-        },
-        {
-            "measurement": f"rate-bound wall time / ideal ({headline['admitted']} calls)",
-            "figure": f"{rate['ratio']:.2f}x ({headline['wall']:.2f} s vs {headline['ideal']:.2f} s)",
-            "target": f"<= {TARGETS['rate_ratio']:g}x",
-            "verdict": verdict(rate["ratio"] <= TARGETS["rate_ratio"]),
-        },
-        {
-            "measurement": "rate-bound 429s / calls",
-            "figure": f"{100 * rate['throttled_share']:.2f}% ({headline['throttled']} of {headline['admitted']})",
-            "target": f"< {100 * TARGETS['throttled_share']:g}%",
-            "verdict": verdict(rate["throttled_share"] < TARGETS["throttled_share"]),
-        },
-        {
-            "measurement": f"peak RSS growth, scale {small['scale']:g} -> {large['scale']:g} "
-            f"({small['calls']} -> {large['calls']} calls)",
-            "figure": "-" if growth is None else f"{growth:.1f} MB ({small['rss_mb']:.1f} -> {large['rss_mb']:.1f} MB)",
-            "target": f"<= {TARGETS['rss_growth_mb']:g} MB",
-            "verdict": verdict(None if growth is None else growth <= TARGETS["rss_growth_mb"]),
-        },
-        {
-            "measurement": f"`import {module}`, fresh interpreter",
-            "figure": f"{imp:.3f} s",
-            "target": f"<= {TARGETS['import_s']:g} s",
-            "verdict": verdict(imp <= TARGETS["import_s"]),
-        },
-        {"measurement": "one-kind request, end to end", "figure": f"{one.wall:.2f} s", "target": "-", "verdict": "n/a"},
+        {"measurement": f"latency-bound speedup, concurrency {default_concurrency} (default) over 1",
+         "figure": f"{speedup:.1f}x ({base:.2f} s -> {default_run['wall']:.2f} s)",
+         "target": f">= {TARGETS['speedup']:g}x", "verdict": verdict(speedup >= TARGETS["speedup"])},
+        {"measurement": f"rate-bound wall time / ideal ({headline['admitted']} calls)",
+         "figure": f"{rate['ratio']:.2f}x ({headline['wall']:.2f} s vs {headline['ideal']:.2f} s)",
+         "target": f"<= {TARGETS['rate_ratio']:g}x", "verdict": verdict(rate["ratio"] <= TARGETS["rate_ratio"])},
+        {"measurement": "rate-bound 429s / calls",
+         "figure": f"{100 * rate['throttled_share']:.2f}% ({headline['throttled']} of {headline['admitted']})",
+         "target": f"< {100 * TARGETS['throttled_share']:g}%",
+         "verdict": verdict(rate["throttled_share"] < TARGETS["throttled_share"])},
+        {"measurement": f"peak RSS growth, scale {small['scale']:g} -> {large['scale']:g} "
+                        f"({small['calls']} -> {large['calls']} calls)",
+         "figure": "-" if growth is None else f"{growth:.1f} MB ({small['rss_mb']:.1f} -> {large['rss_mb']:.1f} MB)",
+         "target": f"<= {TARGETS['rss_growth_mb']:g} MB",
+         "verdict": verdict(None if growth is None else growth <= TARGETS["rss_growth_mb"])},
+        {"measurement": f"`import {module}`, fresh interpreter", "figure": f"{imp:.3f} s",
+         "target": f"<= {TARGETS['import_s']:g} s", "verdict": verdict(imp <= TARGETS["import_s"])},
+        {"measurement": "one-kind request, end to end", "figure": f"{one.wall:.2f} s", "target": "-",
+         "verdict": "n/a"},
     ]
     if headline is not rate_runs[-1]:
         small_rate = rate_runs[-1]
-        notes.append(
-            f"rate-bound at ~1,000 calls (scale {small_rate['scale']:g}): {small_rate['wall']:.2f} s vs ideal "
-            f"{small_rate['ideal']:.2f} s = {small_rate['wall'] / small_rate['ideal']:.2f}x, "
-            f"{small_rate['throttled']} x 429; the fixed costs (process start, the first Retry-After) weigh "
-            "more on a shorter export."
-        )
-    results = {
-        "machine": machine(),
-        "summary": summary,
-        "latency": latency,
-        "rate": rate,
-        "memory": memory,
-        "cold_start": cold,
-        "notes": notes,
-        "targets": TARGETS,
-        "bench_seconds": round(time.monotonic() - started, 1),
-    }
+        notes.append(f"rate-bound at ~1,000 calls (scale {small_rate['scale']:g}): {small_rate['wall']:.2f} s vs ideal "
+                     f"{small_rate['ideal']:.2f} s = {small_rate['wall'] / small_rate['ideal']:.2f}x, "
+                     f"{small_rate['throttled']} x 429; the fixed costs (process start, the first Retry-After) weigh "
+                     "more on a shorter export.")
+    results = {"machine": machine(), "summary": summary, "latency": latency, "rate": rate, "memory": memory,
+               "cold_start": cold, "notes": notes, "targets": TARGETS,
+               "bench_seconds": round(time.monotonic() - started, 1)}
     (out / "latest.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     report = render(results)
     (out / "latest.md").write_text(report)

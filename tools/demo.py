@@ -19,15 +19,10 @@ from tools.azurite import ROOT, Azurite
 from tools.emulator import DEMO_LOCATION, DEMO_RESOURCE_GROUP, DEMO_SUBSCRIPTION, DEMO_WORKSPACE, EmulatorServer
 
 OUTPUT = Path(os.environ.get("DSR_DEMO_OUTPUT") or ROOT / "demo-output").resolve()
-TARGET = {
-    "subscriptionId": DEMO_SUBSCRIPTION,
-    "resourceGroup": DEMO_RESOURCE_GROUP,
-    "workspace": DEMO_WORKSPACE,
-    "location": DEMO_LOCATION,
-}
-BOLD, DIM, GREEN, RED, RESET = (
-    ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m") if sys.stdout.isatty() else ("", "", "", "", "")
-)
+TARGET = {"subscriptionId": DEMO_SUBSCRIPTION, "resourceGroup": DEMO_RESOURCE_GROUP, "workspace": DEMO_WORKSPACE,
+          "location": DEMO_LOCATION}
+BOLD, DIM, GREEN, RED, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m") if sys.stdout.isatty() \
+    else ("", "", "", "", "")
 
 
 def _dsr() -> str:
@@ -38,9 +33,8 @@ def _dsr() -> str:
 def run_request(env: dict[str, str], request: dict[str, Any], log_file: Path) -> tuple[int, dict[str, Any], float]:
     started = time.monotonic()
     with log_file.open("ab") as log:
-        proc = subprocess.run(
-            [_dsr(), "process", "-"], input=json.dumps(request).encode(), env=env, stdout=subprocess.PIPE, stderr=log, check=False
-        )
+        proc = subprocess.run([_dsr(), "process", "-"], input=json.dumps(request).encode(), env=env,
+                              stdout=subprocess.PIPE, stderr=log, check=False)
     elapsed = time.monotonic() - started
     line = proc.stdout.decode().strip().splitlines()[-1]
     with (OUTPUT / "outcome-events.jsonl").open("a") as events:
@@ -51,10 +45,8 @@ def run_request(env: dict[str, str], request: dict[str, Any], log_file: Path) ->
 def _status_line(event: dict[str, Any], code: int, elapsed: float) -> str:
     status = event["data"]["status"]
     color = GREEN if status == "completed" else RED
-    compact = json.dumps(
-        {k: v for k, v in event.items() if k != "data"}
-        | {"data": {k: event["data"][k] for k in ("requestId", "operation", "status", "errors") if k in event["data"]}}
-    )
+    compact = json.dumps({k: v for k, v in event.items() if k != "data"} | {"data": {
+        k: event["data"][k] for k in ("requestId", "operation", "status", "errors") if k in event["data"]}})
     return f"{color}{BOLD}{event['type']}{RESET}  (exit {code}, {elapsed:.1f} s)\n  {DIM}event: {compact}{RESET}"
 
 
@@ -85,19 +77,15 @@ def show_delete(event: dict[str, Any], code: int, elapsed: float) -> None:
             if event["data"]["dryRun"]:
                 print(f"    {kind:<10} would delete {c['planned']:>3}")
             else:
-                print(
-                    f"    {kind:<10} planned {c['planned']:>3}  deleted {c['deleted']:>3}  absent {c['absent']:>3}  "
-                    f"failed {c['failed']:>3}  verified gone {c['verified']:>3}"
-                )
+                print(f"    {kind:<10} planned {c['planned']:>3}  deleted {c['deleted']:>3}  absent {c['absent']:>3}  "
+                      f"failed {c['failed']:>3}  verified gone {c['verified']:>3}")
     listing = event["data"].get("plan") or event["data"].get("items") or []
     for item in listing[:6]:
         mark = "" if "verified" not in item else ("  verified" if item["verified"] else "  NOT verified")
         print(f"      {item['kind']:<9} {item['id']:<28} {item['result']}{mark}")
     if len(listing) > 6:
-        print(
-            f"      ... and {len(listing) - 6} more (every action is in the audit blob "
-            f"{event['data']['audit']['container']}/{event['data']['audit']['blob']})"
-        )
+        print(f"      ... and {len(listing) - 6} more (every action is in the audit blob "
+              f"{event['data']['audit']['container']}/{event['data']['audit']['blob']})")
 
 
 def main() -> int:
@@ -116,37 +104,21 @@ def main() -> int:
         print(f"{BOLD}aml-dsr demo{RESET}: starting Azurite and the workspace emulator on free loopback ports ...")
         azurite.start()
         emulator.start()
-        env = {**os.environ, **emulator.settings(), "DSR_STORAGE": azurite.connection_string, "DSR_LRO_DEADLINE_SECONDS": "60"}
+        env = {**os.environ, **emulator.settings(), "DSR_STORAGE": azurite.connection_string,
+               "DSR_LRO_DEADLINE_SECONDS": "60"}
         env.pop("ServiceBusConnection__fullyQualifiedNamespace", None)
-        print(
-            f"  Azurite blob  {azurite.blob_endpoint}\n  emulator      {emulator.base_url}  "
-            f"(managed identity at {emulator.settings()['IDENTITY_ENDPOINT']})\n"
-        )
+        print(f"  Azurite blob  {azurite.blob_endpoint}\n  emulator      {emulator.base_url}  "
+              f"(managed identity at {emulator.settings()['IDENTITY_ENDPOINT']})\n")
 
         print(f"{BOLD}1. Export everything in {DEMO_WORKSPACE}{RESET}  (dsr process, request DEMO-EXPORT-1)")
-        code, event, elapsed = run_request(
-            env,
-            {
-                "schemaVersion": "1",
-                "requestId": "DEMO-EXPORT-1",
-                "operation": "export",
-                "targets": [TARGET],
-                "requestedBy": "make demo",
-            },
-            log_file,
-        )
+        code, event, elapsed = run_request(env, {
+            "schemaVersion": "1", "requestId": "DEMO-EXPORT-1", "operation": "export", "targets": [TARGET],
+            "requestedBy": "make demo"}, log_file)
         show_export(env, event, code, elapsed)
 
         print(f"\n{BOLD}2. Delete, dry run{RESET}  (request DEMO-DELETE-1, dryRun: true)")
-        delete = {
-            "schemaVersion": "1",
-            "requestId": "DEMO-DELETE-1",
-            "operation": "delete",
-            "targets": [TARGET],
-            "resourceKinds": ["models", "assets", "images", "services"],
-            "dryRun": True,
-            "requestedBy": "make demo",
-        }
+        delete = {"schemaVersion": "1", "requestId": "DEMO-DELETE-1", "operation": "delete", "targets": [TARGET],
+                  "resourceKinds": ["models", "assets", "images", "services"], "dryRun": True, "requestedBy": "make demo"}
         code, event, elapsed = run_request(env, delete, log_file)
         show_delete(event, code, elapsed)
 
