@@ -30,7 +30,7 @@ from shared.domain.errors import (
     parse_retry_after,
 )
 from shared.domain.governor import Governor
-from shared.domain.urls import UrlPolicy, redact_url
+from shared.domain.urls import UrlPolicy, check_post, redact_url
 from shared.ports import ApiResponse, TokenSource
 
 log = logging.getLogger("dsr.http")
@@ -97,6 +97,10 @@ class AzureMLHttp:
     def delete(self, url: str) -> ApiResponse:
         return self.request("DELETE", url)
 
+    def post(self, url: str, body: dict[str, Any]) -> ApiResponse:
+        check_post(self._policy, url)
+        return self.request("POST", url, body=body)
+
     def governor(self, url: str) -> Governor:
         """The rate governor of ``url``'s origin, shared by every thread of the process."""
         if self._governor is not None:
@@ -109,7 +113,7 @@ class AzureMLHttp:
                 found = self._governors[origin] = Governor(max_concurrency=self._max_concurrency, sleep=self._sleep)
             return found
 
-    def request(self, method: str, url: str) -> ApiResponse:
+    def request(self, method: str, url: str, *, body: dict[str, Any] | None = None) -> ApiResponse:
         self._policy.check(url)
         governor = self.governor(url)
         last: AzureMLError | None = None
@@ -117,7 +121,7 @@ class AzureMLHttp:
             backoff = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
             permit = governor.acquire()
             try:
-                response = self._once(method, url)
+                response = self._once(method, url, body)
             except ThrottledError as exc:
                 # every thread pauses (Retry-After, else the backoff); a 429 also teaches the governor the limit
                 delay = backoff if exc.retry_after is None else min(exc.retry_after, self._max_retry_after)
@@ -158,14 +162,20 @@ class AzureMLHttp:
         last.message = f"{last.message} (gave up after {self._max_attempts} attempts)"
         raise last
 
-    def _once(self, method: str, url: str) -> ApiResponse:
+    def _once(self, method: str, url: str, payload: dict[str, Any] | None = None) -> ApiResponse:
         token = self._credential.get_token(self._scope).token
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json", "User-Agent": "aml-dsr/1.0"}
+        data = None
+        if payload is not None:
+            data = json.dumps(payload).encode()
+            headers["Content-Type"] = "application/json"
         with self._count_lock:
             self.calls += 1
         started = time.monotonic()
         try:
-            response = self._session.request(method, url, headers=headers, timeout=self._timeout, allow_redirects=False)
+            response = self._session.request(
+                method, url, headers=headers, data=data, timeout=self._timeout, allow_redirects=False
+            )
             content = response.content
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise RetryableError(f"connection failed ({type(exc).__name__})", code="connection_failed") from None

@@ -10,7 +10,15 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from shared.domain.errors import RequestRejected, Violation
@@ -167,7 +175,9 @@ class DsrRequest(BaseModel):
                 )
             if self.deleteWorkspace:
                 raise _rule(
-                    "discover_forbids_workspace_delete", "deleteWorkspace", "is not allowed with discover; name the workspace in targets"
+                    "discover_forbids_workspace_delete",
+                    "deleteWorkspace",
+                    "is not allowed with discover; name the workspace in targets",
                 )
         elif not self.targets:
             raise _rule("missing_field", "targets", "is required (or discover, to find the workspaces with Resource Graph)")
