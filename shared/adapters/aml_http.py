@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+import shared.telemetry as telemetry
 from shared.domain.errors import (
     AzureMLError,
     BadResponseError,
@@ -110,6 +111,13 @@ class AzureMLHttp:
             return found
 
     def request(self, method: str, url: str) -> ApiResponse:
+        """One call, retried as needed, as one ``"{METHOD} {family}"`` span (no URL in it)."""
+        with telemetry.outbound_call(method, self._policy.family(url), urlsplit(url).hostname):
+            response = self._attempts(method, url)
+            telemetry.answered(response.status)
+            return response
+
+    def _attempts(self, method: str, url: str) -> ApiResponse:
         self._policy.check(url)
         governor = self.governor(url)
         last: AzureMLError | None = None
@@ -120,6 +128,7 @@ class AzureMLHttp:
                 response = self._once(method, url)
             except ThrottledError as exc:
                 # every thread pauses (Retry-After, else the backoff); a 429 also teaches the governor the limit
+                telemetry.throttled(exc.status)
                 delay = backoff if exc.retry_after is None else min(exc.retry_after, self._max_retry_after)
                 events = governor.events
                 governor.throttled(permit, delay, rate_limited=exc.status == 429)
@@ -144,6 +153,7 @@ class AzureMLHttp:
                 governor.succeeded(permit, response.headers)
                 return response
             if attempt < self._max_attempts:
+                telemetry.retried(last.code)
                 log.debug(
                     "retrying",
                     extra={

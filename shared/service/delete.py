@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import shared.telemetry as telemetry
 from shared.domain.catalog import Catalog
 from shared.domain.contract import DsrRequest, Target
 from shared.domain.errors import AzureMLError, NotFoundError, PermanentError, parse_retry_after
@@ -183,7 +184,7 @@ class DeleteRun:
             if self.request.scope == "subject" and self.request.subject
             else None
         )
-        for target in self.request.targets:
+        for target in telemetry.each_workspace(self.request.targets):
             ws_kind = self.catalog.kinds["workspace"]
             assert ws_kind.item
             try:
@@ -229,6 +230,7 @@ class DeleteRun:
         return plan
 
     # -- execute --------------------------------------------------------------------------------
+    @telemetry.in_workspace(lambda self, item: item.target)
     def _delete_one(self, item: PlannedItem) -> None:
         self._send_delete(item, terminal=MMS_TERMINAL, status_field="state")
 
@@ -257,6 +259,7 @@ class DeleteRun:
             }
         self._audit([self._line(item, "DELETE", item.status, item.result, **audit)])
 
+    @telemetry.in_workspace(lambda self, item: item.target)
     def _verify_one(self, item: PlannedItem) -> None:
         status: int | None
         try:
@@ -284,6 +287,7 @@ class DeleteRun:
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="dsr-delete") as pool:
             list(pool.map(lambda it: contextvars.copy_context().run(func, it), items))
 
+    @telemetry.in_workspace(lambda self, target: target)
     def delete_workspace(self, target: Target) -> dict[str, Any]:
         spec = self.catalog.workspaceDelete
         url = url_for(self.catalog, self.endpoints, spec, spec.item, target, {})
