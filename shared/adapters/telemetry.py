@@ -65,7 +65,8 @@ def install(settings: Settings) -> Installed | None:
         return None
     with _lock:
         if _installed is None:
-            _installed = _build(settings)
+            _build(settings)
+            assert _installed is not None
             log.info("telemetry exporting", extra={"exporters": _installed.exporters})
         return _installed
 
@@ -75,19 +76,10 @@ def installed() -> Installed | None:
 
 
 def _build(settings: Settings) -> Installed:
-    from opentelemetry import metrics, trace
-    from opentelemetry._logs import set_logger_provider
-    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-    from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    resource = Resource.create(
-        {"service.name": os.environ.get("OTEL_SERVICE_NAME") or SERVICE_NAME, "service.namespace": "aml-dsr"}
-    )
     span_exporters: list[Any] = []
     metric_exporters: list[Any] = []
     log_exporters: list[Any] = []
@@ -114,18 +106,41 @@ def _build(settings: Settings) -> Installed:
         metric_exporters.append(AzureMonitorMetricExporter(connection_string=connection))
         log_exporters.append(AzureMonitorLogExporter(connection_string=connection))
         names.append("azure-monitor")
+    return wire(
+        names,
+        [BatchSpanProcessor(e) for e in span_exporters],
+        [PeriodicExportingMetricReader(e) for e in metric_exporters],
+        [BatchLogRecordProcessor(e) for e in log_exporters],
+    )
 
+
+def wire(names: list[str], span_processors: list[Any], metric_readers: list[Any], log_processors: list[Any]) -> Installed:
+    """Set the global tracer, meter and logger providers, and hand the ``dsr`` loggers' records (redacted,
+    their ``extra`` fields as attributes) to the log processors. The global providers can be set only once
+    per process: the tests call this once with the SDK's in-memory exporters."""
+    global _installed
+    from opentelemetry import metrics, trace
+    from opentelemetry._logs import set_logger_provider
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    resource = Resource.create(
+        {"service.name": os.environ.get("OTEL_SERVICE_NAME") or SERVICE_NAME, "service.namespace": "aml-dsr"}
+    )
     tracer_provider = TracerProvider(resource=resource)
-    for exporter in span_exporters:
-        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
-    meter_provider = MeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(e) for e in metric_exporters])
+    for processor in span_processors:
+        tracer_provider.add_span_processor(processor)
+    meter_provider = MeterProvider(resource=resource, metric_readers=metric_readers)
     logger_provider = LoggerProvider(resource=resource)
-    for exporter in log_exporters:
-        logger_provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    for log_processor in log_processors:
+        logger_provider.add_log_record_processor(log_processor)
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     set_logger_provider(logger_provider)
     handler = LoggingHandler(level=logging.NOTSET, logger_provider=logger_provider)
     handler.addFilter(RedactingFilter())
     logging.getLogger("dsr").addHandler(handler)  # the app's records only: no SDK chatter, no export loop
-    return Installed(names, tracer_provider, meter_provider, logger_provider, handler)
+    _installed = Installed(names, tracer_provider, meter_provider, logger_provider, handler)
+    return _installed

@@ -285,7 +285,10 @@ class DeleteRun:
 
     def _parallel(self, func: Callable[[PlannedItem], None], items: list[PlannedItem]) -> None:
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="dsr-delete") as pool:
-            list(pool.map(lambda it: contextvars.copy_context().run(func, it), items))
+            # each item runs in a copy of the caller's context (requestId for the logs, the request's span),
+            # taken here: a copy made inside the pool's thread would be that thread's empty context
+            contexts = [contextvars.copy_context() for _ in items]
+            list(pool.map(lambda ctx, it: ctx.run(func, it), contexts, items))
 
     @telemetry.in_workspace(lambda self, target: target)
     def delete_workspace(self, target: Target) -> dict[str, Any]:
