@@ -14,7 +14,15 @@ from typing import Any, TypeVar
 from shared.domain.catalog import load_catalog
 from shared.logs import protect_existing_handlers, quiet_libraries
 from shared.ports import DeadLetterStore, OutcomePublisher, RequestSender
-from shared.service.delivery import AUTO_COMPLETE, Delivery, Settlement, Verdict, describe_failure, process_delivery
+from shared.service.delivery import (
+    AUTO_COMPLETE,
+    Delivery,
+    Settlement,
+    Verdict,
+    describe_failure,
+    process_delivery,
+    request_identity,
+)
 from shared.service.processor import Services
 from shared.service.watchdog import sweep
 from shared.settings import Settings, load_settings, require_storage
@@ -194,7 +202,12 @@ def handle_delivery(body: bytes | str, delivery: Delivery, settlement: Settlemen
         code, message, _ = describe_failure(exc)
         log.error(
             "the app could not start; the message will be redelivered",
-            extra={"messageId": delivery.message_id, "deliveryCount": delivery.delivery_count, "code": code},
+            extra={
+                "requestId": request_identity(body)[0],
+                "messageId": delivery.message_id,
+                "deliveryCount": delivery.delivery_count,
+                "code": code,
+            },
         )
         verdict = Verdict("redeliver", code=code, reason=message)
     else:

@@ -83,6 +83,9 @@ class RedactingFilter(logging.Filter):
     """Redacts the message, every ``extra`` field and any traceback text before a handler formats them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_dsr_redacted", False):
+            return True  # done by an earlier handler's filter (the record is shared by every handler)
+        record._dsr_redacted = True
         if record.args:
             try:
                 record.msg = record.getMessage()
@@ -152,7 +155,11 @@ def quiet_libraries() -> None:
 
 # What the Functions host keeps of a record is its message text (the worker forwards ``getMessage()``):
 # these fields go into the text, so a log query finds a line by requestId or code.
-HOST_FIELDS = ("requestId", "code", "messageId", "deliveryCount", "status")
+HOST_FIELDS = ("requestId", "code", "codes", "messageId", "deliveryCount", "status")
+
+
+def _text(value: Any) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
 
 
 class HostMessageFilter(logging.Filter):
@@ -172,7 +179,7 @@ class HostMessageFilter(logging.Filter):
             record.args = None
         values = {"requestId": getattr(record, "requestId", None) or _request_id.get()}
         values.update({name: getattr(record, name, None) for name in HOST_FIELDS[1:]})
-        suffix = " ".join(f"{name}={redact(str(value))}" for name, value in values.items() if value not in (None, ""))
+        suffix = " ".join(f"{name}={redact(_text(value))}" for name, value in values.items() if value not in (None, "", []))
         if suffix:
             record.msg = f"{record.msg} [{suffix}]"
         record._dsr_host_text = True

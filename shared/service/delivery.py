@@ -115,7 +115,11 @@ def process_delivery(body: bytes | str, delivery: Delivery, services: Services, 
     Without a request queue to continue on, the request is processed to its end (no time budget). The
     invocation is one ``dsr.request`` span, linked to the span that sent the message (its ``traceparent``).
     """
-    with telemetry.invocation(delivery.properties, delivery_count=delivery.delivery_count) as invocation:
+    # every line of the delivery names its request (an unreadable body: the digest its outcome carries)
+    with (
+        request_context(request_identity(body)[0]),
+        telemetry.invocation(delivery.properties, delivery_count=delivery.delivery_count) as invocation,
+    ):
         verdict = _deliver(body, delivery, services, requests)
         invocation.outcome = verdict_outcome(verdict)
         if verdict.action == "dead_letter":
@@ -147,8 +151,7 @@ def _deliver(body: bytes | str, delivery: Delivery, services: Services, requests
     for name in (CONTINUATION, REQUEUE, REPLAY_COUNT):
         if name in delivery.properties:
             facts[name] = delivery.properties[name]
-    with request_context(request_identity(body)[0]):
-        log.info("message received", extra=facts)
+    log.info("message received", extra=facts)
     held = _HeldOutcomes()
     budget = services.settings.time_budget_seconds if requests is not None else None
     try:
