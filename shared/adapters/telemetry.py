@@ -22,7 +22,6 @@ from typing import Any
 from shared.logs import RedactingFilter
 from shared.settings import Settings
 
-log = logging.getLogger("dsr.telemetry")
 SERVICE_NAME = "aml-dsr"
 
 
@@ -65,9 +64,7 @@ def install(settings: Settings) -> Installed | None:
         return None
     with _lock:
         if _installed is None:
-            _build(settings)
-            assert _installed is not None
-            log.info("telemetry exporting", extra={"exporters": _installed.exporters})
+            _build(settings)  # (no log line: a line outside a request could not name one)
         return _installed
 
 
