@@ -14,7 +14,6 @@ SDK imports happen in ``install`` (called lazily by ``shared.bootstrap``), never
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,9 +122,7 @@ def wire(names: list[str], span_processors: list[Any], metric_readers: list[Any]
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
 
-    resource = Resource.create(
-        {"service.name": os.environ.get("OTEL_SERVICE_NAME") or SERVICE_NAME, "service.namespace": "aml-dsr"}
-    )
+    resource = Resource.create({"service.name": SERVICE_NAME, "service.namespace": "aml-dsr"})
     tracer_provider = TracerProvider(resource=resource)
     for processor in span_processors:
         tracer_provider.add_span_processor(processor)
