@@ -130,9 +130,10 @@ def start_telemetry(settings: Settings) -> None:
     """The OpenTelemetry SDK and exporters, once per process, only when an exporter is configured
     (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``APPLICATIONINSIGHTS_CONNECTION_STRING``); else nothing is imported."""
     if settings.otlp_endpoint or settings.appinsights_connection_string:
+        from shared.adapters.identity import build_credential
         from shared.adapters.telemetry import install
 
-        install(settings)
+        install(settings, credential=lambda: build_credential(settings))
 
 
 def flush_telemetry() -> None:

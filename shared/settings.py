@@ -55,6 +55,7 @@ class Settings:
     log_level: str = "INFO"
     otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: OTLP/HTTP traces, metrics and logs
     appinsights_connection_string: str | None = field(default=None, repr=False)  # APPLICATIONINSIGHTS_CONNECTION_STRING
+    appinsights_entra_auth: bool = False  # APPLICATIONINSIGHTS_AUTHENTICATION_STRING=Authorization=AAD
 
 
 _ENDPOINT_SETTINGS = {
@@ -197,6 +198,7 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
         log_level=log_level,
         otlp_endpoint=otlp.rstrip("/") if otlp else None,
         appinsights_connection_string=insights,
+        appinsights_entra_auth="authorization=aad" in (text("APPLICATIONINSIGHTS_AUTHENTICATION_STRING") or "").lower(),
     )
 
 

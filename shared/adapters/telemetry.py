@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,14 +57,16 @@ def wanted(settings: Settings) -> bool:
     return bool(settings.otlp_endpoint or settings.appinsights_connection_string)
 
 
-def install(settings: Settings) -> Installed | None:
-    """Install the SDK providers with the configured exporters (once per process); None when none is set."""
+def install(settings: Settings, credential: Callable[[], Any] | None = None) -> Installed | None:
+    """Install the SDK providers with the configured exporters (once per process); None when none is set.
+    With ``APPLICATIONINSIGHTS_AUTHENTICATION_STRING=Authorization=AAD`` (local auth off, as ``infra/`` deploys
+    Application Insights) the Azure Monitor exporters authenticate with ``credential()``, the app's identity."""
     global _installed
     if not wanted(settings):
         return None
     with _lock:
         if _installed is None:
-            _build(settings)  # (no log line: a line outside a request could not name one)
+            _build(settings, credential)  # (no log line: a line outside a request could not name one)
         return _installed
 
 
@@ -71,7 +74,7 @@ def installed() -> Installed | None:
     return _installed
 
 
-def _build(settings: Settings) -> Installed:
+def _build(settings: Settings, credential: Callable[[], Any] | None) -> Installed:
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -97,10 +100,12 @@ def _build(settings: Settings) -> Installed:
             AzureMonitorTraceExporter,
         )
 
-        connection = settings.appinsights_connection_string
-        span_exporters.append(AzureMonitorTraceExporter(connection_string=connection))
-        metric_exporters.append(AzureMonitorMetricExporter(connection_string=connection))
-        log_exporters.append(AzureMonitorLogExporter(connection_string=connection))
+        options: dict[str, Any] = {"connection_string": settings.appinsights_connection_string}
+        if settings.appinsights_entra_auth and credential is not None:
+            options["credential"] = credential()
+        span_exporters.append(AzureMonitorTraceExporter(**options))
+        metric_exporters.append(AzureMonitorMetricExporter(**options))
+        log_exporters.append(AzureMonitorLogExporter(**options))
         names.append("azure-monitor")
     return wire(
         names,
