@@ -53,7 +53,7 @@ def build_services(
     limit_malloc_arenas()  # before any export thread exists
     settings = settings or load_settings()
     require_storage(settings)
-    catalog = load_catalog()
+    catalog = load_catalog(parameters=(("DSR_ARM_ML_API_VERSION", settings.arm_ml_api_version),))
 
     @lazy
     def credential() -> Any:

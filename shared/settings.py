@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ class Settings:
             "aether": "https://{location}.aether.ms",
         }
     )
+    arm_ml_api_version: str = "2024-10-01"
     token_scope: str = "https://management.core.windows.net/.default"  # noqa: S105 - a scope, not a secret
     auth: str = "managed-identity"
     managed_identity_client_id: str | None = None
@@ -148,6 +150,9 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
     scope = text("DSR_TOKEN_SCOPE", defaults.token_scope) or defaults.token_scope
     if not scope.startswith("https://"):
         raise ConfigurationError(f"DSR_TOKEN_SCOPE must be an https scope like {defaults.token_scope}")
+    api_version = text("DSR_ARM_ML_API_VERSION", defaults.arm_ml_api_version) or defaults.arm_ml_api_version
+    if not re.fullmatch(r"20\d\d-[01]\d-[0-3]\d(-preview)?", api_version):
+        raise ConfigurationError(f"DSR_ARM_ML_API_VERSION must be an api-version like 2024-10-01, got {api_version!r}")
     log_level = (text("DSR_LOG_LEVEL", defaults.log_level) or defaults.log_level).upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigurationError(f"DSR_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
@@ -164,6 +169,7 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
         state_container=containers["DSR_STATE_CONTAINER"],
         audit_container=containers["DSR_AUDIT_CONTAINER"],
         endpoints=endpoints,
+        arm_ml_api_version=api_version,
         token_scope=scope,
         auth=auth,
         managed_identity_client_id=text("DSR_MANAGED_IDENTITY_CLIENT_ID"),

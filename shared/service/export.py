@@ -291,7 +291,7 @@ class ExportTraversal:
         steps = self._accept(target, "workspace", body, None, {}, self._workspace_step(target).url)
         for name, kind in self.catalog.kinds.items():
             if name in self.needed and kind.source is None and kind.list:
-                url = url_for(self.catalog, self.endpoints, kind, kind.list, target, {})
+                url = url_for(self.catalog, self.endpoints, kind, kind.list, target, {}, listing=True)
                 steps.append(Step(target, name, "list", url, list_url=url))
         return steps
 
@@ -303,6 +303,8 @@ class ExportTraversal:
         steps: list[Step] = []
         bindings = dict(step.bindings)
         for record in body.get("value") or []:
+            if kind.where and not matches_where(record, kind.where):
+                continue
             rid = record_id(kind, record)
             if not self._first_sight(step.target, step.kind, rid):
                 continue
@@ -444,11 +446,10 @@ class ExportTraversal:
                 if any(not isinstance(v, (str, int)) or not str(v) for v in values.values()):
                     continue
                 child_bindings = {**bindings, **{k: str(v) for k, v in values.items()}}
-                url = url_for(self.catalog, self.endpoints, child, child.list, target, child_bindings)
+                url = url_for(self.catalog, self.endpoints, child, child.list, target, child_bindings, listing=True)
+                passed = inherited and src.inheritAttribution  # v2: a record is the subject's only when it names them
                 steps.append(
-                    Step(
-                        target, child_name, "list", url, tuple(sorted(child_bindings.items())), list_url=url, inherited=inherited
-                    )
+                    Step(target, child_name, "list", url, tuple(sorted(child_bindings.items())), list_url=url, inherited=passed)
                 )
             elif src.ids and child.item:
                 for child_id in scalar_ids(record, src.ids):
