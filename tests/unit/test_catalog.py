@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -287,7 +288,7 @@ def test_delete_levels_follow_the_contract_order():
         ["modelVersions", "dataVersions", "featuresetVersions", "featurestoreEntityVersions"],
         ["modelContainers", "codeContainers", "featurestoreEntityContainers"],
     ]
-    for earlier, later in zip(order, order[1:], strict=False):
+    for earlier, later in itertools.pairwise(order):
         assert max(level[k] for k in earlier) < min(level[k] for k in later), (earlier, later)
 
 
