@@ -55,7 +55,7 @@ def build_services(
     settings = settings or load_settings()
     require_storage(settings)
     start_telemetry(settings)
-    catalog = load_catalog()
+    catalog = load_catalog(parameters=(("DSR_ARM_ML_API_VERSION", settings.arm_ml_api_version),))
 
     @lazy
     def credential() -> Any:

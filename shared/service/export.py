@@ -301,7 +301,7 @@ class ExportTraversal:
         steps = self._accept(target, "workspace", body, None, {}, self._workspace_step(target).url)
         for name, kind in self.catalog.kinds.items():
             if name in self.needed and kind.source is None and kind.list:
-                url = url_for(self.catalog, self.endpoints, kind, kind.list, target, {})
+                url = url_for(self.catalog, self.endpoints, kind, kind.list, target, {}, listing=True)
                 steps.append(Step(target, name, "list", url, list_url=url))
         return steps
 
@@ -313,6 +313,8 @@ class ExportTraversal:
         steps: list[Step] = []
         bindings = dict(step.bindings)
         for record in body.get("value") or []:
+            if kind.where and not matches_where(record, kind.where):
+                continue
             rid = record_id(kind, record)
             if not self._first_sight(step.target, step.kind, rid):
                 continue
@@ -485,14 +487,13 @@ class ExportTraversal:
                     continue
                 child_bindings = {**bindings, **{k: str(v) for k, v in values.items()}}
                 try:
-                    url = url_for(self.catalog, self.endpoints, child, child.list, target, child_bindings)
+                    url = url_for(self.catalog, self.endpoints, child, child.list, target, child_bindings, listing=True)
                 except InvalidIdError as exc:
                     self._record_error(child_name, target, exc.code, exc.message)
                     continue
+                passed = inherited and src.inheritAttribution  # v2: a record is the subject's only when it names them
                 steps.append(
-                    Step(
-                        target, child_name, "list", url, tuple(sorted(child_bindings.items())), list_url=url, inherited=inherited
-                    )
+                    Step(target, child_name, "list", url, tuple(sorted(child_bindings.items())), list_url=url, inherited=passed)
                 )
             elif src.ids and child.item:
                 for child_id in scalar_ids(record, src.ids):
