@@ -38,6 +38,7 @@ def _port(scheme: str, port: int | None) -> int:
 
 class UrlPolicy:
     def __init__(self, templates: Mapping[str, str]) -> None:
+        self.templates = dict(templates)
         self._patterns: list[re.Pattern[str]] = []
         for template in templates.values():
             parts = urlsplit(template.replace("{location}", "region-placeholder"))
