@@ -245,6 +245,18 @@ class EmulatorCore:
     def _arm_bucket(self) -> None:
         rate = self.config.rate
         self._bucket = TokenBucket(rate, self.config.effective_burst) if rate else None
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def _bucket_for(self, family: str) -> TokenBucket | None:
+        """The token bucket a request of ``family`` draws from: its family's, when ``rate_families`` names it."""
+        families = self.config.rate_families
+        if families is None or self._bucket is None:
+            return self._bucket
+        if family not in families:
+            return None
+        if family not in self._buckets:
+            self._buckets[family] = TokenBucket(self._bucket.rate, self._bucket.burst)
+        return self._buckets[family]
 
     def reset(self) -> None:
         """Data, operations, drops, fault draws and the request log back to their initial state."""
@@ -264,7 +276,7 @@ class EmulatorCore:
             else:
                 if "drop_delete_response" in changes:
                     self._arm_drops()
-                if "rate" in changes or "burst" in changes:
+                if {"rate", "burst", "rate_families"} & set(changes):
                     self._arm_bucket()
             return new
 
@@ -353,7 +365,8 @@ class EmulatorCore:
         authorized = self._authorized(req)
         fault: str | None = None
         with self._lock:
-            wait = self._bucket.take() if self._bucket else None
+            bucket = self._bucket_for(family)
+            wait = bucket.take() if bucket else None
             if wait is not None:
                 fault = "throttled"
                 resp = self._throttled(req, style, wait, location)
@@ -369,6 +382,8 @@ class EmulatorCore:
                         resp = self._route(req, family)
                     except HttpError as exc:
                         resp = Response(exc.status, error_body(style, exc.status, exc.code, exc.message, location), exc.headers)
+                    if bucket is not None and config.rate_headers:
+                        resp.headers.setdefault("x-ms-ratelimit-remaining-subscription-reads", str(int(bucket.tokens)))
         self._record(req, family, resp, authorized, fault)
         return resp
 
