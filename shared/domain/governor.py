@@ -8,11 +8,13 @@ model management, pipelines) per host. Per limiter:
   and they make at least ``share`` of the answers (of at least ``10 x quorum``). Only then does a 429
   pause the other calls, until its Retry-After has passed. One stray 429 delays its own call only.
 * The **pace** (calls/s; none at first) is lowered, at most once per round trip, on shared throttling, on
-  a 429 while paced, and when an ``x-ms-ratelimit-remaining-*`` count falls to half the largest seen
-  (``low_water`` at least), before any 429. It becomes ``margin`` x the service's refill rate when the
-  counts tell it (calls admitted plus the growth of the count, over the time since the count was last at
-  its largest), else ``backoff`` x the pace (or the send rate), never below what the service admitted in
-  the last ``window`` seconds.
+  a 429 while paced, and, before any 429, when an ``x-ms-ratelimit-remaining-*`` count falls to half the
+  largest seen (``low_water`` at least) and below where it was at the last cut. With counts it becomes
+  ``margin`` x the service's refill rate: calls admitted plus the growth of the count, over the time since
+  the count was last at its largest (a count falling faster than this limiter's own calls explain is
+  shared with other limiters, and left to them). Without, ``backoff`` x the pace (or the send rate).
+  Never below what the service admitted in the last ``window`` seconds (x ``margin`` with counts), so
+  that a pause cannot collapse it.
 * Each clean round trip (an answer to a call sent after the last change) adds ``step`` (with counts) or
   ``probe`` (without: a probe above the limit costs a Retry-After) x the last lowered pace; at twice that
   pace the calls go unpaced again.
@@ -80,7 +82,7 @@ class Limiter:
         low_water: int = 5,
         backoff: float = 0.7,
         margin: float = 0.95,
-        step: float = 0.005,
+        step: float = 0.02,
         probe: float = 0.002,
         default_pause: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
@@ -98,6 +100,7 @@ class Limiter:
         self._first_sent = float("inf")
         self._decreased_at = self._grown_at = -1e18  # a round trip: an answer to a call sent since
         self._counted = False  # answers carry a remaining count
+        self._cut_count = 1 << 62  # the lowest remaining count since it fell low
         self._most = 0  # the largest remaining count seen
         self.throttled = 0  # 429s answered
         self.shared_events = 0  # decreases on shared throttling (429s or the remaining count)
@@ -147,16 +150,18 @@ class Limiter:
                 self._counted = True
                 self._most = max(self._most, remaining)
             low = remaining is not None and remaining <= max(self.low_water, self._most // 2)
-            if throttled or low:
+            # a count that is low but no lower than at the last cut holds the pace rather than cuts it again
+            falling = low and remaining is not None and remaining < self._cut_count
+            if remaining is not None:
+                self._cut_count = min(self._cut_count, remaining) if low else 1 << 62
+            if throttled or falling:
                 shared = throttled and self._shared()
-                if sent_at >= self._decreased_at and (low or shared or (throttled and self._pace is not None)):
+                if sent_at >= self._decreased_at and (falling or shared or (throttled and self._pace is not None)):
                     self._decrease(now)
-                if shared:
-                    if now >= self._paused_until:
-                        self.pauses += 1
-                        pause = self.default_pause if retry_after is None else retry_after
-                        self._paused_until = max(self._paused_until, now + pause)
-            elif sent_at >= self._grown_at and self._pace is not None:
+                if shared and now >= self._paused_until:
+                    self.pauses += 1
+                    self._paused_until = now + (self.default_pause if retry_after is None else retry_after)
+            elif not low and sent_at >= self._grown_at and self._pace is not None:
                 self._pace += (self.step if self._counted else self.probe) * self._base
                 self._grown_at = now
                 if self._pace >= 2 * self._base:
@@ -182,7 +187,9 @@ class Limiter:
             # since the window began), plus what its remaining count grew by meanwhile
             admitted = sum(1 for a in counted[1:] if not a[1])
             change = (counted[-1][2] or 0) - (counted[0][2] or 0)
-            rate = self.margin * (admitted + change) / (now - counted[0][0])
+            if admitted + change <= 0:
+                return  # the count falls faster than this limiter's calls explain: others share it, and cut
+            rate = self.margin * max(floor, (admitted + change) / (now - counted[0][0]))
         else:
             current = self._pace if self._pace is not None else len(recent) / max(now - start, 1e-3)
             rate = max(floor, self.backoff * current)

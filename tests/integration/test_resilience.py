@@ -108,9 +108,7 @@ def test_continuation_across_invocations_with_a_tiny_budget(dsr_env, emulator, m
     _assert_exact_bundle(dsr_env, body["requestId"], emulator)
 
 
-@pytest.mark.parametrize(
-    "faults", [{}, {"429": 0.03, "503": 0.03, "drop": 0.03}], ids=["clean", "with-sporadic-faults"]
-)
+@pytest.mark.parametrize("faults", [{}, {"429": 0.03, "503": 0.03, "drop": 0.03}], ids=["clean", "with-sporadic-faults"])
 def test_sigkill_at_random_instants_then_rerun_gives_an_exact_bundle(dsr_env, emulator, make_request, tmp_path, faults):
     # with faults: about one call in eleven answered 429 or 503 (Retry-After: 1) or cut, as a real service may
     emulator.configure(latency_ms=40, scale=2.0, faults=faults, retry_after=1)
