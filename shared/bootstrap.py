@@ -75,6 +75,8 @@ def build_services(
             read_timeout=settings.read_timeout,
             max_attempts=settings.max_attempts,
             max_retry_after=settings.max_retry_after,
+            max_response_bytes=settings.max_response_bytes,
+            response_deadline=settings.response_deadline_seconds,
         )
 
     @lazy

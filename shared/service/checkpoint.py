@@ -47,6 +47,7 @@ class TargetState(_Model):
     counts: dict[str, int]
     skipped: dict[str, int]
     secrets: int
+    non_finite: int = 0
     matches: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
