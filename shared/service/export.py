@@ -337,7 +337,9 @@ class ExportTraversal:
             )
         next_url = self._next_page(kind, step, body)
         if next_url:
-            steps.append(
+            # first: run first while few steps wait, last when they run newest first (depth first)
+            steps.insert(
+                0,
                 Step(
                     step.target,
                     step.kind,
@@ -347,7 +349,7 @@ class ExportTraversal:
                     page=step.page + 1,
                     list_url=step.list_url,
                     inherited=step.inherited,
-                )
+                ),
             )
         return steps
 
