@@ -87,7 +87,7 @@ class StateStore:
     def _stamp(self) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
 
-    def claim(self, request_id: str, request_json: dict[str, Any]) -> Claim:
+    def claim(self, request_id: str, request_json: dict[str, Any], *, extra: dict[str, Any] | None = None) -> Claim:
         """Take the request, or say why not. Each claim has its own owner token, so two deliveries of one
         request in the same process are told apart as well as two processes are."""
         fingerprint = request_fingerprint(request_json)
@@ -112,6 +112,7 @@ class StateStore:
                     "outcome": None,
                     "continuations": 0,
                     "requeues": 0,
+                    **(extra or {}),
                 }
                 try:
                     etag = self.backend.create(request_id, doc)
@@ -176,6 +177,32 @@ class StateStore:
 
     def finish(self, claim: Claim, outcome: dict[str, Any]) -> None:
         self.update(claim, keep_lease=False, status=outcome["data"]["status"], outcome=outcome, checkpoint=None, owner=None)
+
+    def read(self, request_id: str) -> tuple[dict[str, Any], str] | None:
+        return self.backend.read(request_id)
+
+    def modify(
+        self, request_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> tuple[dict[str, Any], bool] | None:
+        """Read-change-write under the document's ETag, again from a fresh read on a conflict, without
+        owning it (children record their results in their parent's document this way). ``change`` returns
+        the fields to set, or None to leave the document as it is. Returns (document, changed); None when
+        there is no document."""
+        for _ in range(50):
+            found = self.backend.read(request_id)
+            if found is None:
+                return None
+            doc, etag = found
+            changes = change(doc)
+            if changes is None:
+                return doc, False
+            new = {**doc, **changes, "updatedAt": self._stamp()}
+            try:
+                self.backend.replace(request_id, new, etag)
+            except StateConflict:
+                continue
+            return new, True
+        raise RetryableError("the request state kept changing under us", code="state_contention")
 
     def change_if_unchanged(self, doc: dict[str, Any], etag: str, **changes: Any) -> bool:
         """Change a document read by ``stale`` unless someone changed it since (the watchdog's writes)."""
