@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+import shared.telemetry as telemetry
 from shared.domain.documents import MAX_RESPONSE_DEPTH, parse_json_document
 from shared.domain.errors import (
     AzureMLError,
@@ -114,6 +115,13 @@ class AzureMLHttp:
         return self._governor.limiter(url)
 
     def request(self, method: str, url: str, *, body: dict[str, Any] | None = None) -> ApiResponse:
+        """One call, retried as needed, as one ``"{METHOD} {family}"`` span (no URL in it)."""
+        with telemetry.outbound_call(method, self._policy.family(url), urlsplit(url).hostname):
+            response = self._attempts(method, url, body)
+            telemetry.answered(response.status)
+            return response
+
+    def _attempts(self, method: str, url: str, body: dict[str, Any] | None) -> ApiResponse:
         self._policy.check(url)
         limiter = self.limiter(url)
         last: AzureMLError | None = None
@@ -124,6 +132,7 @@ class AzureMLHttp:
                 response = self._once(method, url, body)
             except ThrottledError as exc:
                 # this call waits its Retry-After (else the backoff); the limiter decides about the others
+                telemetry.throttled(exc.status)
                 delay = capped_wait(exc.retry_after, self._max_retry_after, default=backoff)
                 pauses = limiter.pauses
                 limiter.answered(sent_at, throttled=exc.status == 429, retry_after=delay)
@@ -143,6 +152,7 @@ class AzureMLHttp:
                 limiter.answered(sent_at, remaining=remaining_from_headers(response.headers))
                 return response
             if attempt < self._max_attempts:
+                telemetry.retried(last.code)
                 log.debug(
                     "retrying",
                     extra={
