@@ -77,7 +77,6 @@ def build_services(
             read_timeout=settings.read_timeout,
             max_attempts=settings.max_attempts,
             max_retry_after=settings.max_retry_after,
-            max_concurrency=settings.concurrency,
             max_response_bytes=settings.max_response_bytes,
             response_deadline=settings.response_deadline_seconds,
         )
