@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,28 +113,49 @@ def dispatch(request: DsrRequest, services: Any, store: StateStore, claim: Claim
 
 def run_here(request: DsrRequest, services: Any, store: StateStore, claim: Claim) -> dict[str, Any]:
     """The CLI's fan-out: every unfinished workspace on a pool of ``DSR_WORKSPACE_CONCURRENCY`` threads,
-    through the same children (state, checkpoints, fan-in) as the Function app."""
+    each as a child with its own state document, lease and checkpoints (``run_workspace``), as in the
+    Function app. Only the fan-in differs, since one process sees every child: this thread alone records
+    the results in the parent, in one write per batch of children that finished together (no ETag race
+    among the children), and finishes the request once, from the parts it holds (no child document read
+    back). Stopped halfway, a run again finds each finished child final in its document and reuses it."""
     fleet = claim.document["fleet"]
+    started_at = claim.document.get("startedAt") or claim.document.get("createdAt") or ""
     store.update(claim, keep_lease=False, owner=None)
-    pending = _pending(fleet)
     busy: RequestBusy | None = None
-    finished: dict[str, Any] | None = None
+    parts: dict[int, dict[str, Any]] = {}
     with ThreadPoolExecutor(max_workers=services.settings.workspace_concurrency, thread_name_prefix="dsr-ws") as pool:
-        futures = [
-            pool.submit(contextvars.copy_context().run, run_child, request, index, services, budget_seconds=None, last=True)
-            for index in pending
-        ]
-        for future in futures:
-            try:
-                run = future.result()
-            except RequestBusy as exc:
-                busy = exc
-                continue
-            finished = run.event or finished
+        running = {
+            pool.submit(
+                contextvars.copy_context().run,
+                run_workspace,
+                request,
+                index,
+                fleet,
+                services,
+                started_at=started_at,
+                budget_seconds=None,
+                last=True,
+            ): index
+            for index in _pending(fleet)
+        }
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            entries: dict[int, dict[str, Any]] = {}
+            for future in done:
+                index = running.pop(future)
+                try:
+                    run = future.result()
+                except RequestBusy as exc:
+                    busy = exc
+                    continue
+                assert run.part is not None  # no time budget: a child ends done (or raises)
+                parts[index] = run.part
+                entries[index] = workspace_entry(request.operation, fleet["workspaces"][index]["workspace"], run.part["data"])
+            if entries:
+                record_results(store, request, entries)
     if busy is not None:
         raise busy  # another worker holds a workspace; the CLI waits for its lease and runs again
-    if finished is None:
-        finished = finalize(request, services)
+    finished = finalize(request, services, known=parts)
     if finished is None:
         found = store.read(request.requestId)
         if found is not None and found[0].get("status") in FINAL and found[0].get("outcome"):
@@ -154,6 +175,7 @@ class ChildRun:
     kind: str
     event: dict[str, Any] | None = None
     continuation: int = 0
+    part: dict[str, Any] | None = None  # ``run_workspace``: the workspace's part, once done
 
 
 _slots_lock = threading.Lock()
@@ -184,8 +206,30 @@ def run_child(request: DsrRequest, index: int, services: Any, *, budget_seconds:
         return ChildRun("done", _unpublished(parent))
     if str(index) in fleet["results"]:
         return ChildRun("done", finalize(request, services))
-    entry = fleet["workspaces"][index]
-    target = Target.model_validate(entry["target"])
+    started_at = parent.get("startedAt") or parent.get("createdAt") or ""
+    run = run_workspace(request, index, fleet, services, started_at=started_at, budget_seconds=budget_seconds, last=last)
+    if run.part is None:
+        return run
+    record_result(
+        store, request, index, workspace_entry(request.operation, fleet["workspaces"][index]["workspace"], run.part["data"])
+    )
+    return ChildRun("done", finalize(request, services))
+
+
+def run_workspace(
+    request: DsrRequest,
+    index: int,
+    fleet: dict[str, Any],
+    services: Any,
+    *,
+    started_at: str,
+    budget_seconds: float | None,
+    last: bool,
+) -> ChildRun:
+    """The child's own part: claim its document, run the workspace (or take the part it already stored),
+    store the part. ``done`` with the part, or ``suspended``; the fan-in is the caller's."""
+    store: StateStore = services.state()
+    target = Target.model_validate(fleet["workspaces"][index]["target"])
     claim = store.claim(
         child_id(request.requestId, index),
         request.model_dump(mode="json"),
@@ -194,28 +238,25 @@ def run_child(request: DsrRequest, index: int, services: Any, *, budget_seconds:
     part: dict[str, Any] | None
     if claim.kind == "final":
         part = claim.outcome or failed_part("internal_error", "the workspace's result was lost", target.resource_id)
-    else:
-        started_at = parent.get("startedAt") or parent.get("createdAt") or ""
-        try:
-            with _workspace_slot(services.settings.workspace_concurrency):
-                part = _run_owned(request.for_workspace(target), services, store, claim, started_at, budget_seconds)
-        except (RequestBusy, LeaseLost):
+        return ChildRun("done", part=part)
+    try:
+        with _workspace_slot(services.settings.workspace_concurrency):
+            part = _run_owned(request.for_workspace(target), services, store, claim, started_at, budget_seconds)
+    except (RequestBusy, LeaseLost):
+        raise
+    except BaseException as exc:
+        if not last or not isinstance(exc, Exception):
+            store.abandon(claim)
             raise
-        except BaseException as exc:
-            if not last or not isinstance(exc, Exception):
-                store.abandon(claim)
-                raise
-            code, message, _ = describe_failure(exc)
-            log.error("workspace failed on its last delivery; recorded as failed", extra={"index": index, "code": code})
-            part = failed_part(code, message, target.resource_id)
-        if part is None:
-            continuation = int(claim.document.get("continuations") or 0) + 1
-            store.release(claim, continuation=continuation)
-            return ChildRun("suspended", continuation=continuation)
-        store.finish(claim, part)
-    assert part is not None
-    record_result(store, request, index, workspace_entry(request.operation, target.resource_id, part["data"]))
-    return ChildRun("done", finalize(request, services))
+        code, message, _ = describe_failure(exc)
+        log.error("workspace failed on its last delivery; recorded as failed", extra={"index": index, "code": code})
+        part = failed_part(code, message, target.resource_id)
+    if part is None:
+        continuation = int(claim.document.get("continuations") or 0) + 1
+        store.release(claim, continuation=continuation)
+        return ChildRun("suspended", continuation=continuation)
+    store.finish(claim, part)
+    return ChildRun("done", part=part)
 
 
 def _run_owned(
@@ -245,11 +286,20 @@ def _run_owned(
 
 
 def record_result(store: StateStore, request: DsrRequest, index: int, entry: dict[str, Any]) -> None:
+    record_results(store, request, {index: entry})
+
+
+def record_results(store: StateStore, request: DsrRequest, entries: dict[int, dict[str, Any]]) -> None:
+    """Record workspace results in the parent (one read-change-write); a result already there is kept."""
+
     def change(doc: dict[str, Any]) -> dict[str, Any] | None:
         fleet = doc.get("fleet")
-        if doc.get("status") in FINAL or not isinstance(fleet, dict) or str(index) in fleet["results"]:
+        if doc.get("status") in FINAL or not isinstance(fleet, dict):
             return None
-        return {"fleet": {**fleet, "results": {**fleet["results"], str(index): entry}}}
+        new = {str(i): e for i, e in entries.items() if str(i) not in fleet["results"]}
+        if not new:
+            return None
+        return {"fleet": {**fleet, "results": {**fleet["results"], **new}}}
 
     store.modify(request.requestId, change)
 
@@ -257,10 +307,12 @@ def record_result(store: StateStore, request: DsrRequest, index: int, entry: dic
 # -- fan-in ------------------------------------------------------------------------------------------------
 
 
-def finalize(request: DsrRequest, services: Any) -> dict[str, Any] | None:
+def finalize(request: DsrRequest, services: Any, *, known: dict[int, dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """Make and store the request's one outcome once every workspace has a result. Returns it to the one
-    caller that must publish it (then ``mark_published``); None to everyone else."""
+    caller that must publish it (then ``mark_published``); None to everyone else. ``known``: parts the
+    caller already holds (by index), not read back from their child documents."""
     store: StateStore = services.state()
+    held_parts = known or {}
     me = f"{store.owner}:{uuid.uuid4().hex[:8]}"
 
     def take(doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -280,6 +332,9 @@ def finalize(request: DsrRequest, services: Any) -> dict[str, Any] | None:
     parts: list[tuple[str, dict[str, Any]]] = []
     for index, workspace in enumerate(fleet["workspaces"]):
         rid = workspace["workspace"]
+        if index in held_parts:
+            parts.append((rid, held_parts[index]["data"]))
+            continue
         child = store.read(child_id(request.requestId, index))
         outcome = child[0].get("outcome") if child else None
         if isinstance(outcome, dict) and isinstance(outcome.get("data"), dict):
