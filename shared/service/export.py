@@ -248,11 +248,13 @@ class ExportTraversal:
         ]
 
     def _close_files(self) -> list[FileEntry]:
-        files: list[FileEntry] = []
-        for (rid, _kind), writer in self._writers.items():
-            if self._results[rid].ok:
-                files.append(writer.close())
-        return files
+        """Commit the files of the workspaces that succeeded, side by side (each commit is a round trip)."""
+        writers = [writer for (rid, _kind), writer in self._writers.items() if self._results[rid].ok]
+        if len(writers) <= 1:
+            return [writer.close() for writer in writers]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(writers)), thread_name_prefix="dsr-commit") as pool:
+            closing = [pool.submit(contextvars.copy_context().run, writer.close) for writer in writers]
+            return [future.result() for future in closing]
 
     # -- steps -----------------------------------------------------------------------------------
     def _workspace_step(self, target: Target) -> Step:
