@@ -40,6 +40,7 @@ from shared.service.workspaces import azure_ml_unavailable, failed_part, finish,
 log = logging.getLogger("dsr.fanout")
 
 WORKSPACE = "dsrWorkspace"  # application property of a child message: the workspace's index in the fleet
+RECORD_SECONDS = 1.0  # the CLI's fan-out records the results of its finished children at most this often
 
 
 def child_id(request_id: str, index: int) -> str:
@@ -115,9 +116,10 @@ def run_here(request: DsrRequest, services: Any, store: StateStore, claim: Claim
     """The CLI's fan-out: every unfinished workspace on a pool of ``DSR_WORKSPACE_CONCURRENCY`` threads,
     each as a child with its own state document, lease and checkpoints (``run_workspace``), as in the
     Function app. Only the fan-in differs, since one process sees every child: this thread alone records
-    the results in the parent, in one write per batch of children that finished together (no ETag race
-    among the children), and finishes the request once, from the parts it holds (no child document read
-    back). Stopped halfway, a run again finds each finished child final in its document and reuses it."""
+    the results in the parent, at most once per ``RECORD_SECONDS`` (each write carries every result since
+    the last; no ETag race among the children), and finishes the request once, from the parts it holds (no
+    child document read back). Stopped halfway, a run again finds each finished child final in its own
+    document and takes its part from there."""
     fleet = claim.document["fleet"]
     started_at = claim.document.get("startedAt") or claim.document.get("createdAt") or ""
     store.update(claim, keep_lease=False, owner=None)
@@ -138,9 +140,10 @@ def run_here(request: DsrRequest, services: Any, store: StateStore, claim: Claim
             ): index
             for index in _pending(fleet)
         }
+        entries: dict[int, dict[str, Any]] = {}
+        recorded_at = time.monotonic()
         while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            entries: dict[int, dict[str, Any]] = {}
+            done, _ = wait(running, timeout=RECORD_SECONDS, return_when=FIRST_COMPLETED)
             for future in done:
                 index = running.pop(future)
                 try:
@@ -151,8 +154,9 @@ def run_here(request: DsrRequest, services: Any, store: StateStore, claim: Claim
                 assert run.part is not None  # no time budget: a child ends done (or raises)
                 parts[index] = run.part
                 entries[index] = workspace_entry(request.operation, fleet["workspaces"][index]["workspace"], run.part["data"])
-            if entries:
+            if entries and (not running or time.monotonic() - recorded_at >= RECORD_SECONDS):
                 record_results(store, request, entries)
+                entries, recorded_at = {}, time.monotonic()
     if busy is not None:
         raise busy  # another worker holds a workspace; the CLI waits for its lease and runs again
     finished = finalize(request, services, known=parts)
