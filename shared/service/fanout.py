@@ -142,21 +142,25 @@ def run_here(request: DsrRequest, services: Any, store: StateStore, claim: Claim
         }
         entries: dict[int, dict[str, Any]] = {}
         recorded_at = time.monotonic()
-        while running:
-            done, _ = wait(running, timeout=RECORD_SECONDS, return_when=FIRST_COMPLETED)
-            for future in done:
-                index = running.pop(future)
-                try:
-                    run = future.result()
-                except RequestBusy as exc:
-                    busy = exc
-                    continue
-                assert run.part is not None  # no time budget: a child ends done (or raises)
-                parts[index] = run.part
-                entries[index] = workspace_entry(request.operation, fleet["workspaces"][index]["workspace"], run.part["data"])
-            if entries and (not running or time.monotonic() - recorded_at >= RECORD_SECONDS):
-                record_results(store, request, entries)
-                entries, recorded_at = {}, time.monotonic()
+        try:
+            while running:
+                done, _ = wait(running, timeout=RECORD_SECONDS, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = running.pop(future)
+                    try:
+                        run = future.result()
+                    except RequestBusy as exc:
+                        busy = exc
+                        continue
+                    assert run.part is not None  # no time budget: a child ends done (or raises)
+                    parts[index] = run.part
+                    entries[index] = workspace_entry(request.operation, fleet["workspaces"][index]["workspace"], run.part["data"])
+                if entries and (not running or time.monotonic() - recorded_at >= RECORD_SECONDS):
+                    record_results(store, request, entries)
+                    entries, recorded_at = {}, time.monotonic()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # this run ends here: start no further workspace
+            raise
     if busy is not None:
         raise busy  # another worker holds a workspace; the CLI waits for its lease and runs again
     finished = finalize(request, services, known=parts)

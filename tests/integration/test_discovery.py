@@ -5,15 +5,21 @@ each workspace."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 
+from shared.ports import ApiResponse
+from shared.service.fanout import child_id
 from shared.service.processor import handle
 from tests.support.bundles import read_bundle
+from tests.support.queue_broker import Killed
 from tools.emulator import (
     DEFAULT_MANAGEMENT_GROUPS,
     DEMO_SUBSCRIPTION,
@@ -111,3 +117,56 @@ def test_the_quota_and_a_429_are_respected(services, dsr_env, tenant, make_reque
     assert 429 in statuses
     assert statuses.count(200) == 1 + -(-(TENANT + 2) // 4)
     assert event["data"]["discovered"] == TENANT + 2 and event["data"]["status"] == "completed"
+
+
+class DyingAt:
+    """The AzureML port of a ``dsr process`` that dies at its first call into the ``nth`` workspace it reaches."""
+
+    WORKSPACE = re.compile(r"/workspaces/([^/?]+)", re.IGNORECASE)
+
+    def __init__(self, inner: Any, nth: int) -> None:
+        self.inner, self.nth, self.seen, self.lock = inner, nth, [], threading.Lock()
+
+    def get(self, url: str) -> ApiResponse:
+        found = self.WORKSPACE.search(url)
+        with self.lock:
+            if found and found.group(1).lower() not in self.seen:
+                self.seen.append(found.group(1).lower())
+            if len(self.seen) >= self.nth:
+                raise Killed
+        return self.inner.get(url)
+
+    def post(self, url: str, body: dict[str, Any]) -> ApiResponse:
+        return self.inner.post(url, body)
+
+
+def test_a_cli_run_killed_halfway_runs_again_from_its_finished_workspaces(services, dsr_env, tenant, make_request, publisher):
+    # GIVEN a discovered export run one workspace at a time by a process that dies in its 6th workspace
+    body = _discover(make_request, {"subscriptions": [DEMO_SUBSCRIPTION, *TENANT_SUBSCRIPTIONS]})
+    serial = dataclasses.replace(services.settings, workspace_concurrency=1)
+    dying = DyingAt(services.aml(), nth=6)
+    with pytest.raises(Killed):
+        handle(json.dumps(body), dataclasses.replace(services, settings=serial, aml=lambda: dying))
+    store = services.state()
+    children = [store.read(child_id(body["requestId"], i)) for i in range(TENANT + 2)]
+    statuses = [c[0]["status"] if c else None for c in children]
+    assert statuses[:6] == ["completed"] * 5 + ["in_progress"]
+    assert statuses[-4:] == [None] * 4  # the run stopped starting workspaces (the one its thread took next aside)
+    assert publisher.events == []
+    # WHEN dsr process runs the same request again
+    tenant.clear_requests()
+    event = handle(json.dumps(body), services)
+    # THEN one outcome lists every workspace once, completed
+    data = event["data"]
+    assert publisher.events == [event] and data["status"] == "completed", data["errors"]
+    assert len({w["workspace"] for w in data["workspaces"]}) == len(data["workspaces"]) == TENANT + 2
+    # AND the parent records each workspace's result once
+    parent = store.read(body["requestId"])
+    assert parent is not None and sorted(parent[0]["fleet"]["results"], key=int) == [str(i) for i in range(TENANT + 2)]
+    # AND the five finished workspaces were not read again; their parts came from their own state
+    again = {m.group(1).lower() for r in tenant.requests() if (m := DyingAt.WORKSPACE.search(r["path"]))}
+    assert len(dying.seen) >= 6 and not again & set(dying.seen[:5]) and dying.seen[5] in again
+    # AND the bundle holds each record once
+    _, files = read_bundle(dsr_env, body["requestId"])
+    for name, lines in files.items():
+        assert len({line["id"] for line in lines}) == len(lines), name
