@@ -51,6 +51,7 @@ typecheck: $(VENV)/.stamp
 
 bench: setup
 	$(BIN)/python -m tools.bench
+	$(BIN)/python -m tools.bench_discovery
 
 audit: setup
 	$(BIN)/pip install --quiet --disable-pip-version-check pip-audit==2.10.1
