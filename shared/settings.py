@@ -52,6 +52,7 @@ class Settings:
     checkpoint_seconds: float = 5.0
     watchdog_idle_seconds: float = 300.0
     watchdog_max_requeues: int = 3
+    download_hours: int = 168
     log_level: str = "INFO"
 
 
@@ -179,8 +180,15 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
         checkpoint_seconds=number("DSR_CHECKPOINT_SECONDS", defaults.checkpoint_seconds, minimum=0.1),
         watchdog_idle_seconds=number("DSR_WATCHDOG_IDLE_SECONDS", defaults.watchdog_idle_seconds, minimum=1),
         watchdog_max_requeues=int(number("DSR_WATCHDOG_MAX_REQUEUES", defaults.watchdog_max_requeues, minimum=0, integer=True)),
+        download_hours=_download_hours(int(number("DSR_DOWNLOAD_HOURS", defaults.download_hours, minimum=1, integer=True))),
         log_level=log_level,
     )
+
+
+def _download_hours(hours: int) -> int:
+    if hours > 168:  # a user delegation key lives at most seven days
+        raise ConfigurationError(f"DSR_DOWNLOAD_HOURS must be at most 168 (seven days), got {hours}")
+    return hours
 
 
 def require_storage(settings: Settings) -> None:

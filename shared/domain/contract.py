@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -97,9 +98,12 @@ class DsrRequest(BaseModel):
     deleteWorkspace: bool = False
     confirmWorkspace: str | None = None
     requestedBy: Annotated[str | None, Field(max_length=128)] = None
+    dueBy: Annotated[str | None, Field(max_length=40)] = None
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> DsrRequest:
+        if self.dueBy is not None and parse_rfc3339(self.dueBy) is None:
+            raise _rule("invalid_format", "dueBy", "must be an RFC 3339 date-time with a time zone, like 2026-12-31T17:00:00Z")
         allowed = EXPORT_KINDS if self.operation == "export" else DELETE_KINDS
         if self.resourceKinds is not None:
             if not self.resourceKinds:
@@ -156,6 +160,23 @@ class DsrRequest(BaseModel):
         return tuple(k for k in allowed if k in self.resourceKinds)
 
 
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def parse_rfc3339(text: str) -> datetime | None:
+    """An RFC 3339 date-time with its offset (``Z`` or ``+hh:mm``) as an aware datetime; ``None`` if it is not one."""
+    if not _RFC3339.match(text):
+        return None
+    head, dot, tail = text.upper().replace(" ", "T").partition(".")
+    if dot:  # Python takes at most 6 fractional digits
+        digits = tail[: len(tail) - len(tail.lstrip("0123456789"))]
+        head = f"{head}.{digits[:6]}{tail[len(digits) :]}"
+    try:
+        return datetime.fromisoformat(head.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 def _rule(code: str, field: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(code, "{field}: {message}", {"field": field, "message": message})
 
@@ -193,6 +214,7 @@ _FIELD_RULES: dict[str, str] = {
     "scope": '"workspace" or "subject"',
     "targets": "1 to 100 workspaces",
     "requestedBy": "at most 128 characters",
+    "dueBy": "an RFC 3339 date-time with a time zone",
 }
 
 

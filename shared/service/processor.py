@@ -20,10 +20,12 @@ from shared.domain.outcome import outcome_event, rejected_event, status_of, utc_
 from shared.logs import request_context
 from shared.ports import AuditLog, AzureML, BundleStore, OutcomePublisher
 from shared.service.bundle import bundle_prefix, manifest_name
+from shared.service.cancel import cancelled_export
 from shared.service.delete import run_delete
 from shared.service.export import ExportTraversal
 from shared.service.listing import Endpoints
-from shared.service.state import Claim, LeaseKeeper, LeaseLost, RequestIdReused, StateStore
+from shared.service.report import write_readable_export
+from shared.service.state import CancelWatch, Claim, LeaseKeeper, LeaseLost, RequestIdReused, StateStore
 from shared.settings import Settings
 
 log = logging.getLogger("dsr.processor")
@@ -112,6 +114,7 @@ def process(body: bytes | str, services: Services, *, budget_seconds: float | No
             store.release(claim, continuation=continuation)
             log.info("time budget spent: checkpoint saved, continuation needed", extra={"continuation": continuation})
             return ProcessResult(None, suspended=True, continuation=continuation, request=request)
+        outcome["data"]["dueBy"] = claim.document.get("dueBy")
         store.finish(claim, outcome)
         publish(outcome, services)
         log.info("request finished", extra={"status": outcome["data"]["status"]})
@@ -130,20 +133,28 @@ def _run_owned(
     budget_seconds: float | None,
     clock: float,
 ) -> dict[str, Any] | None:
+    cancel_requested = CancelWatch(store, claim, interval=services.settings.checkpoint_seconds)
     with LeaseKeeper(store, claim) as lease:
 
         def should_stop() -> bool:
             over_budget = budget_seconds is not None and time.monotonic() - clock >= budget_seconds
-            return lease.lost.is_set() or over_budget
+            return lease.lost.is_set() or over_budget or cancel_requested()
 
         def save(checkpoint: dict[str, Any]) -> None:
             store.save_checkpoint(claim, checkpoint)
 
-        outcome: dict[str, Any] | None
+        outcome: dict[str, Any] | None = None
         if request.operation == "export":
-            outcome = run_export(request, services, started_at, checkpoint=claim.checkpoint, save=save, should_stop=should_stop)
+            if not cancel_requested():
+                outcome = run_export(
+                    request, services, started_at, checkpoint=claim.checkpoint, save=save, should_stop=should_stop
+                )
+            if outcome is None and cancel_requested() and not lease.lost.is_set():
+                outcome = cancelled_export(request.requestId, services.bundles(), started_at=started_at, state=claim.document)
         else:
-            outcome = run_delete(request, services, started_at, checkpoint=claim.checkpoint, save=save)
+            outcome = run_delete(
+                request, services, started_at, checkpoint=claim.checkpoint, save=save, cancel_requested=cancel_requested
+            )
         if lease.lost.is_set():
             raise LeaseLost("another worker took over this request; this worker stops")
     if (
@@ -202,25 +213,25 @@ def run_export(
     errors = [e.as_dict() for e in result.errors]
     completed_at = utc_now()
     subject_matches = {t.target.resource_id: t.matches for t in succeeded} if request.scope == "subject" else None
-    store.put_json(
-        manifest,
-        {
-            "schemaVersion": "1",
-            "requestId": request.requestId,
-            "request": request.model_dump(mode="json"),
-            "status": status,
-            "errors": errors,
-            "startedAt": started_at,
-            "completedAt": completed_at,
-            "container": settings.export_container,
-            "files": [f.as_dict() for f in result.files],
-            "counts": counts,
-            "skipped": {t.target.resource_id: t.skipped for t in result.targets if t.skipped},
-            "secretsRedacted": sum(t.secrets_scrubbed for t in result.targets),
-            **({"scope": "subject", "subjectMatches": subject_matches} if subject_matches is not None else {}),
-            "calls": result.calls,
-        },
-    )
+    document = {
+        "schemaVersion": "1",
+        "requestId": request.requestId,
+        "request": request.model_dump(mode="json"),
+        "status": status,
+        "errors": errors,
+        "startedAt": started_at,
+        "completedAt": completed_at,
+        "container": settings.export_container,
+        "files": [f.as_dict() for f in result.files],
+        "counts": counts,
+        "skipped": {t.target.resource_id: t.skipped for t in result.targets if t.skipped},
+        "secretsRedacted": sum(t.secrets_scrubbed for t in result.targets),
+        **({"scope": "subject", "subjectMatches": subject_matches} if subject_matches is not None else {}),
+        "calls": result.calls,
+    }
+    # the readable page and the zip (which holds the manifest too) come first: the manifest is written last
+    readable = write_readable_export(store, document, settings) if status in ("completed", "partially_completed") else {}
+    store.put_json(manifest, document)
     log.info(
         "export written", extra={"files": len(result.files), "calls": result.calls, "seconds": round(time.monotonic() - clock, 3)}
     )
@@ -230,7 +241,12 @@ def run_export(
         status,
         {
             "counts": counts,
-            "bundle": {"container": settings.export_container, "prefix": bundle_prefix(request.requestId), "manifest": manifest},
+            "bundle": {
+                "container": settings.export_container,
+                "prefix": bundle_prefix(request.requestId),
+                "manifest": manifest,
+                **readable,
+            },
             "errors": errors,
             "startedAt": started_at,
             "completedAt": completed_at,

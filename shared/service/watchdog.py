@@ -1,18 +1,45 @@
 """The watchdog: requests left ``in_progress`` by a worker that vanished (lease lapsed, no activity) are
 put back on the request queue a bounded number of times, then marked ``failed`` with an outcome, so no
-request is ever stuck without anyone knowing."""
+request is ever stuck without anyone knowing. It also sends one ``aml.dsr.request.due_soon`` event per
+unfinished request that is within 72 hours of its ``dueBy``."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from shared.domain.outcome import failed_event
+from shared.domain.outcome import due_soon_event, failed_event, utc_now
 from shared.logs import request_context
 from shared.ports import RequestSender
 from shared.service.processor import publish
 
 log = logging.getLogger("dsr.watchdog")
+DUE_SOON_SECONDS = 72 * 3600
+
+
+def notify_due_soon(services: Any) -> int:
+    """Publish the due-soon event of each unfinished request near its deadline, once: the mark is written
+    (ETag-safe) before the event goes out, so two sweeps never both send it; a failed publish removes the
+    mark again so the next sweep retries (the event id ``<requestId>:due_soon`` lets duplicate detection drop
+    a repeat)."""
+    store = services.state()
+    sent = 0
+    for doc, etag in store.due_soon(within_seconds=DUE_SOON_SECONDS):
+        request_id = doc["requestId"]
+        with request_context(request_id):
+            if not store.change_if_unchanged(doc, etag, dueSoonNotifiedAt=utc_now()):
+                continue  # changed meanwhile: looked at again by the next sweep
+            status = "cancelling" if doc.get("cancelRequested") else str(doc.get("status"))
+            try:
+                publish(due_soon_event(request_id, doc.get("operation"), due_by=doc["dueBy"], status=status), services)
+            except Exception:
+                found = store.read(request_id)
+                if found is not None:
+                    store.change_if_unchanged(found[0], found[1], dueSoonNotifiedAt=None)
+                raise
+            log.warning("request due soon: reminder published", extra={"dueBy": doc["dueBy"]})
+            sent += 1
+    return sent
 
 
 def sweep(services: Any, sender: RequestSender) -> dict[str, int]:
