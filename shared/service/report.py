@@ -206,7 +206,7 @@ def render_page(
         workspaces.setdefault(entry["workspace"], []).append(
             {
                 "kind": entry["kind"],
-                "items": entry["items"],
+                "count": entry["items"],
                 "bytes": entry["bytes"],
                 "sha256": entry["sha256"],
                 "path": entry["name"].removeprefix(prefix),

@@ -69,7 +69,9 @@ def test_cancel_during_an_export_stops_it_and_leaves_no_bundle(monkeypatch, emul
     body = make_request()
     thread, box = run_in_background(body, services)
     store = other_instance(services)
-    wait_for(lambda: (found := store.read(body["requestId"])) is not None and found[0].get("checkpoint") is not None, "a checkpoint")
+    wait_for(
+        lambda: (found := store.read(body["requestId"])) is not None and found[0].get("checkpoint") is not None, "a checkpoint"
+    )
     assert request_status(store, body["requestId"])[1]["status"] == "in_progress"
     calls_before = len(emulator.requests())
     # WHEN another instance cancels it mid-run
@@ -148,7 +150,9 @@ def test_dsr_status_and_cancel_print_one_document_and_exit_by_answer(dsr_env, ma
     assert dsr("cancel", "TCK-UNKNOWN-2")[0] == 0
     # AND a cancelled request processed later exits 4
     later = make_request(requestId="TCK-UNKNOWN-2", resourceKinds=["models"])
-    proc = subprocess.run([DSR, "process", "-"], input=json.dumps(later), capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [DSR, "process", "-"], input=json.dumps(later), capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 4, proc.stderr[-1500:]
     assert json.loads(proc.stdout)["type"] == "aml.dsr.export.cancelled"
     # AND `dsr link` issues a fresh download URL of the finished export's zip, and none for the cancelled one
