@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast check format lint typecheck bench audit clean
+.PHONY: setup test test-fast check format demo lint typecheck bench audit clean infra-check
 
 setup: $(VENV)/.stamp node_modules/.stamp
 
@@ -27,7 +27,7 @@ test: setup
 
 # The pure tests: no Node, no Azurite, no emulator process (well under 20 s).
 test-fast: $(VENV)/.stamp
-	$(BIN)/python -m pytest -q -m "not integration" tests/unit
+	$(BIN)/python -m pytest -q -m "not integration" tests/unit tests/infra
 
 # What CI enforces before the tests: lint, format, strict types, the fast tests.
 check: $(VENV)/.stamp
@@ -56,5 +56,18 @@ audit: setup
 	$(BIN)/pip install --quiet --disable-pip-version-check pip-audit==2.10.1
 	$(BIN)/pip-audit --strict -r requirements.txt
 
+# Static security checks of infra/ (Bicep) with checkov, from its own venv. Fails on any failed check; a check
+# that does not apply is skipped inline in the Bicep (//checkov:skip=ID: reason). --skip-download: no network.
+INFRA_VENV := .venv-infra
+
+$(INFRA_VENV)/.stamp: requirements-infra.txt
+	$(PYTHON) -m venv $(INFRA_VENV)
+	@echo '*' > $(INFRA_VENV)/.gitignore
+	$(INFRA_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-infra.txt
+	@touch $@
+
+infra-check: $(INFRA_VENV)/.stamp
+	$(INFRA_VENV)/bin/checkov --directory infra --framework bicep --compact --quiet --skip-download
+
 clean:
-	rm -rf $(VENV) node_modules demo-output .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(INFRA_VENV) node_modules demo-output .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

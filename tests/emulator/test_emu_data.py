@@ -39,7 +39,8 @@ def test_scale_one_counts() -> None:
         ids = emu.expected_ids(*DEMO)
     counts = {kind: len(values) for kind, values in ids.items()}
     assert counts["workspace"] == 1
-    assert counts["computes"] == 3 and counts["experiments"] == 3 and counts["runs"] == 12
+    # computes: ci-jane, ci-john, ci-for-jane (John's, assigned to Jane), cpu-cluster
+    assert counts["computes"] == 4 and counts["experiments"] == 3 and counts["runs"] == 12
     assert counts["metrics"] == 9 and counts["artifacts"] == 24 and counts["tasks"] == 3
     assert counts["datastores"] == 3 and counts["models"] == 5
     assert counts["assets"] == counts["images"] == counts["services"] == 3
@@ -51,7 +52,8 @@ def test_scale_multiplies_counts_and_keeps_the_named_items() -> None:
     with EmulatorServer(EmulatorConfig(scale=2)) as emu:
         ids = emu.expected_ids(*DEMO)
         second = emu.expected_ids(DEMO_SUBSCRIPTION, DEMO_RESOURCE_GROUP, SECOND_WORKSPACE)
-    assert len(ids["computes"]) == 6 and len(ids["models"]) == 10 and len(ids["runs"]) == 6 * 8
+    # computes: 6 scaled, and ci-for-jane (not scaled)
+    assert len(ids["computes"]) == 6 + 1 and len(ids["models"]) == 10 and len(ids["runs"]) == 6 * 8
     assert {"churn-model:1", "sklearn_mnist:1"} <= ids["models"]
     assert 0 < sum(map(len, second.values())) < sum(map(len, ids.values()))
 

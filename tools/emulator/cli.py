@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--lro-retry-after", type=int, default=defaults.lro_retry_after, help="Retry-After on ARM 202 (s)")
     add("--service-delete-polls", type=int, default=defaults.service_delete_polls, help="service delete polls")
     add("--drop-delete-response", type=_drops, default=[], help="ids (comma separated) or a count")
+    add("--v2-lro-polls", type=int, default=defaults.v2_lro_polls, help="v2/compute delete: polls before Succeeded")
+    add("--rate-global", action="store_true", help="one token bucket for all subscriptions (default: one each)")
+    add("--tenant-workspaces", type=int, default=0, help="add N workspaces over 3 subscriptions (Resource Graph)")
+    add("--rg-quota", type=int, default=defaults.rg_quota, help="Resource Graph queries per caller per window")
+    add("--rg-window-seconds", type=float, default=defaults.rg_window_seconds, help="Resource Graph quota window (s)")
+    add("--rg-page-size", type=int, default=defaults.rg_page_size, help="Resource Graph rows per page at most")
     add("--token-ttl", type=int, default=defaults.token_ttl, help="access token lifetime (s)")
     add("--identity-header", default=None, help="IDENTITY_HEADER secret (default: random)")
     add("--verbose", action="store_true", help="log every request to stderr")
@@ -70,6 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             lro_retry_after=args.lro_retry_after,
             service_delete_polls=args.service_delete_polls,
             drop_delete_response=args.drop_delete_response,
+            v2_lro_polls=args.v2_lro_polls,
+            rate_per_subscription=not args.rate_global,
+            tenant_workspaces=args.tenant_workspaces,
+            rg_quota=args.rg_quota,
+            rg_window_seconds=args.rg_window_seconds,
+            rg_page_size=args.rg_page_size,
             token_ttl=args.token_ttl,
             identity_header=args.identity_header,
         )

@@ -71,6 +71,13 @@ class EmulatorConfig:
     lro_retry_after: int = 0  # Retry-After (seconds) on the ARM 202 responses
     service_delete_polls: int = 1  # MMS service delete: polls answered Running before Succeeded
     drop_delete_response: list[str] | int = field(default_factory=list)  # ids, or a count of deletes
+    v2_lro_polls: int = 2  # v2 / compute deletes (202 + Location): polls answered InProgress/202 before Succeeded
+    rate_per_subscription: bool = True  # one token bucket per subscription (ARM's rule); False = one for all
+    tenant_workspaces: int = 0  # extra workspaces over 3 subscriptions (see data.tenant_workspace)
+    management_groups: dict[str, list[str]] | None = None  # Resource Graph: group -> subscriptions; None = default map
+    rg_quota: int = 15  # Resource Graph queries per caller ...
+    rg_window_seconds: float = 5.0  # ... in any window of this many seconds; 429 beyond
+    rg_page_size: int = 1000  # Resource Graph rows per page at most (options.$top can only lower it)
     token_ttl: int = 3600  # lifetime (seconds) of issued access tokens
     identity_header: str | None = None  # IDENTITY_HEADER secret; random when None
 
@@ -89,9 +96,14 @@ class EmulatorConfig:
             self.rate = None
         if self.burst is not None and self.burst < 1:
             raise ValueError("burst must be >= 1")
-        for name in ("retry_after", "lro_polls", "lro_retry_after", "service_delete_polls"):
+        for name in ("retry_after", "lro_polls", "lro_retry_after", "service_delete_polls", "v2_lro_polls", "tenant_workspaces"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.rg_quota < 1 or self.rg_window_seconds <= 0 or not 1 <= self.rg_page_size <= 1000:
+            raise ValueError("rg_quota must be >= 1, rg_window_seconds > 0, rg_page_size within [1, 1000]")
+        groups = self.management_groups
+        if groups is not None and (not isinstance(groups, dict) or not all(isinstance(v, list | tuple) for v in groups.values())):
+            raise ValueError("management_groups: expected {group name: [subscription id, ...]}")
         if self.token_ttl < 60:
             raise ValueError("token_ttl must be >= 60")
         drop = self.drop_delete_response

@@ -6,9 +6,8 @@ Families are mapped by path prefix: ``/arm``, ``/mms/{location}``, ``/exp/{locat
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
+import dataclasses
 import hmac
 import itertools
 import json
@@ -18,14 +17,12 @@ import secrets
 import threading
 import time
 import uuid
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote
 
+from tools.emulator.arm_v2 import ArmV2Routes, V2Operation, family_of, is_operation_kind
 from tools.emulator.config import FAULT_DROP, EmulatorConfig
 from tools.emulator.data import (
     AETHER_KINDS,
@@ -43,6 +40,20 @@ from tools.emulator.data import (
     generate,
     workspace_key,
 )
+from tools.emulator.data_v2 import expected_deletables
+from tools.emulator.protocol import (
+    HttpError,
+    Request,
+    Response,
+    _decode_token,
+    _encode_token,
+    _is_false,
+    _link,
+    _now,
+    _scope,
+    error_body,
+)
+from tools.emulator.resourcegraph import ResourceGraphRoutes
 
 MANAGEMENT_RESOURCE = "https://management.core.windows.net/"
 SYSTEM_ASSIGNED_CLIENT_ID = "99999999-0000-0000-0000-000000000099"
@@ -54,76 +65,6 @@ _ARM_TOKEN = ("$skiptoken",)
 _MMS_TOKEN = ("$skiptoken",)
 _HISTORY_TOKEN = ("$continuationtoken", "continuationtoken")
 _CONT_TOKEN = ("continuationtoken", "$continuationtoken")
-
-
-# ------------------------------------------------------------------------------------ request/response
-
-
-@dataclass
-class Request:
-    method: str
-    target: str  # the request target as received: path[?query]
-    headers: dict[str, str]  # lower-case names
-    body: bytes = b""
-
-    def __post_init__(self) -> None:
-        path, _, raw_query = self.target.partition("?")
-        self.raw_path = path
-        # Split on "/" first, then percent-decode each segment: "churn-model%3A1" names "churn-model:1".
-        self.segments = [unquote(s) for s in path.split("/")[1:]]
-        if self.segments and self.segments[-1] == "":
-            self.segments.pop()
-        self.query = parse_qsl(raw_query, keep_blank_values=True)
-
-    def q(self, *names: str) -> str | None:
-        """The first query value among ``names`` (case-insensitive names)."""
-        wanted = [n.lower() for n in names]
-        for name in wanted:
-            for key, value in self.query:
-                if key.lower() == name:
-                    return value
-        return None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.headers.get('host', '127.0.0.1')}"
-
-    def query_dict(self) -> dict[str, str]:
-        return dict(self.query)
-
-
-@dataclass
-class Response:
-    status: int
-    body: Any = None  # JSON value; None = no body
-    headers: dict[str, str] = field(default_factory=dict)
-    drop: bool = False  # close the connection without answering
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-
-
-def error_body(style: str, status: int, code: str, message: str, location: str | None = None) -> JSON:
-    """An error in the shape of the family: ARM, model management (flat) or run history."""
-    if style == "arm":
-        return {"error": {"code": code, "message": message, "details": []}}
-    if style == "mms":
-        return {"code": code, "statusCode": status, "message": message, "details": []}
-    if style == "msi":
-        return {"statusCode": status, "message": message, "correlationId": str(uuid.uuid4())}
-    return {
-        "error": {"code": code, "message": message, "target": None, "details": [], "innerError": None},
-        "correlation": {"operation": uuid.uuid4().hex, "request": uuid.uuid4().hex[:16]},
-        "environment": location,
-        "location": location,
-        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-    }
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -170,50 +111,10 @@ class MmsOperation:
     ended: str | None = None
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _encode_token(scope: str, after: int, empty: bool = False) -> str:
-    raw = json.dumps({"s": scope, "a": after, "e": int(empty)}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_token(token: str, scope: str) -> tuple[int, bool] | None:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(data, dict) or data.get("s") != scope:
-        return None
-    after, empty = data.get("a"), data.get("e")
-    if not isinstance(after, int) or isinstance(after, bool) or empty not in (0, 1):
-        return None
-    return after, bool(empty)
-
-
-def _scope(kind: str, segments: list[str]) -> str:
-    """Tokens are bound to the list they came from."""
-    return f"{kind}:{zlib.crc32('/'.join(segments).lower().encode()):08x}"
-
-
-def _link(req: Request, drop: Iterable[str], name: str, value: str) -> str:
-    """An absolute next-page URL back to this server: the request's query minus ``drop``, plus name=value."""
-    dropped = {d.lower() for d in drop}
-    params = [(k, v) for k, v in req.query if k.lower() not in dropped] + [(name, value)]
-    query = "&".join(f"{quote(k, safe='$')}={quote(v, safe='')}" for k, v in params)
-    return f"{req.base_url}{req.raw_path}?{query}"
-
-
-def _is_false(value: str | None) -> bool:
-    return value is not None and value.strip().lower() == "false"
-
-
 # --------------------------------------------------------------------------------------------- core
 
 
-class EmulatorCore:
+class EmulatorCore(ArmV2Routes, ResourceGraphRoutes):
     """State (data, operations, tokens, log) and request handling. Thread-safe."""
 
     def __init__(self, config: EmulatorConfig) -> None:
@@ -228,9 +129,13 @@ class EmulatorCore:
     # ---------------------------------------------------------------- state
 
     def _load(self) -> None:
-        self.workspaces: dict[tuple[str, str, str], Workspace] = generate(self.config.seed, self.config.scale)
+        config = self.config
+        self.workspaces: dict[tuple[str, str, str], Workspace] = generate(config.seed, config.scale, config.tenant_workspaces)
         self.resource_groups = {(k[0], k[1]) for k in self.workspaces}
         self.arm_ops: dict[str, ArmOperation] = {}
+        self.v2_ops: dict[str, V2Operation] = {}
+        self.resource_deletions: list[JSON] = []
+        self.rg_calls: dict[str, deque[float]] = {}
         self.mms_ops: dict[str, MmsOperation] = {}
         self.deletions: list[JSON] = []
         self._fault_rng = random.Random(f"aml-dsr-emulator-faults:{self.config.seed}")
@@ -243,8 +148,22 @@ class EmulatorCore:
         self._drop_ids = set() if isinstance(drop, int) else {str(i) for i in drop}
 
     def _arm_bucket(self) -> None:
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def _bucket_for(self, req: Request) -> TokenBucket | None:
+        """The token bucket of the request's subscription (one bucket for all when rate_per_subscription is off)."""
         rate = self.config.rate
-        self._bucket = TokenBucket(rate, self.config.effective_burst) if rate else None
+        if not rate:
+            return None
+        key = ""
+        if self.config.rate_per_subscription:
+            lowered = [s.lower() for s in req.segments]
+            if "subscriptions" in lowered[:-1]:
+                key = lowered[lowered.index("subscriptions") + 1]
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(rate, self.config.effective_burst)
+        return bucket
 
     def reset(self) -> None:
         """Data, operations, drops, fault draws and the request log back to their initial state."""
@@ -259,12 +178,12 @@ class EmulatorCore:
             self.config = new
             if "identity_header" in changes and new.identity_header:
                 self.identity_header = new.identity_header
-            if (new.seed, new.scale) != (old.seed, old.scale):
+            if (new.seed, new.scale, new.tenant_workspaces) != (old.seed, old.scale, old.tenant_workspaces):
                 self._load()
             else:
                 if "drop_delete_response" in changes:
                     self._arm_drops()
-                if "rate" in changes or "burst" in changes:
+                if {"rate", "burst", "rate_per_subscription"} & set(changes):
                     self._arm_bucket()
             return new
 
@@ -280,13 +199,22 @@ class EmulatorCore:
         with self._lock:
             return expected_ids(self.workspaces.get(workspace_key(sub, rg, ws)), subject)
 
+    def expected_deletables(self, sub: str, rg: str, ws: str, subject: Subject | None = None) -> dict[str, set[str]]:
+        with self._lock:
+            return expected_deletables(self.workspaces.get(workspace_key(sub, rg, ws)), subject)
+
     def workspace_deletions(self) -> list[JSON]:
         with self._lock:
             return copy.deepcopy(self.deletions)
 
+    def deletions_of_resources(self) -> list[JSON]:
+        with self._lock:
+            return copy.deepcopy(self.resource_deletions)
+
     def secret_values(self) -> set[str]:
         with self._lock:
-            return all_secret_values(generate(self.config.seed, self.config.scale).values())
+            config = self.config
+            return all_secret_values(generate(config.seed, config.scale, config.tenant_workspaces).values())
 
     def issue_token(self, client_id: str | None = None) -> str:
         token = secrets.token_urlsafe(32)
@@ -352,8 +280,10 @@ class EmulatorCore:
         location = req.segments[1] if family != "arm" and len(req.segments) > 1 else None
         authorized = self._authorized(req)
         fault: str | None = None
+        resource_graph = family == "arm" and [s.lower() for s in req.segments[1:3]] == ["providers", "microsoft.resourcegraph"]
         with self._lock:
-            wait = self._bucket.take() if self._bucket else None
+            bucket = None if resource_graph else self._bucket_for(req)
+            wait = bucket.take() if bucket else None
             if wait is not None:
                 fault = "throttled"
                 resp = self._throttled(req, style, wait, location)
@@ -369,6 +299,8 @@ class EmulatorCore:
                         resp = self._route(req, family)
                     except HttpError as exc:
                         resp = Response(exc.status, error_body(style, exc.status, exc.code, exc.message, location), exc.headers)
+                    if family == "arm" and not resource_graph:
+                        self._remaining_headers(req, resp, bucket)
         self._record(req, family, resp, authorized, fault)
         return resp
 
@@ -383,6 +315,16 @@ class EmulatorCore:
             if draw < total:
                 return kind
         return None
+
+    @staticmethod
+    def _remaining_headers(req: Request, resp: Response, bucket: TokenBucket | None) -> None:
+        """``x-ms-ratelimit-remaining-subscription-reads`` (and ``-deletes`` / ``-writes``) from the bucket."""
+        remaining = str(int(bucket.tokens)) if bucket else "11999"
+        resp.headers.setdefault("x-ms-ratelimit-remaining-subscription-reads", remaining)
+        if req.method == "DELETE":
+            resp.headers.setdefault("x-ms-ratelimit-remaining-subscription-deletes", remaining)
+        elif req.method in ("POST", "PUT", "PATCH"):
+            resp.headers.setdefault("x-ms-ratelimit-remaining-subscription-writes", remaining)
 
     def _throttle_headers(self, req: Request, retry_after: int) -> dict[str, str]:
         headers = {"Retry-After": str(retry_after), "x-ms-ratelimit-remaining-subscription-reads": "0"}
@@ -505,8 +447,13 @@ class EmulatorCore:
     def _arm(self, req: Request, segs: list[str]) -> Response:
         if not req.q("api-version"):
             raise HttpError(400, "MissingApiVersionParameter", "The api-version query parameter is required.")
+        if [s.lower() for s in segs] == ["providers", "microsoft.resourcegraph", "resources"]:
+            self._method(req, "POST")
+            return self._resource_graph(req)
         if len(segs) == 8 and segs[0].lower() == "subscriptions" and segs[2].lower() == "providers":
             self._method(req, "GET")
+            if is_operation_kind(segs[6]):
+                return self._v2_operation(req, segs[6].lower(), segs[7])
             return self._arm_operation(req, segs)
         if len(segs) == 7 and [s.lower() for s in (segs[0], segs[2], segs[4], segs[5], segs[6])] == [
             "subscriptions",
@@ -533,7 +480,15 @@ class EmulatorCore:
                 return self._arm_delete(req, sub, rg, name)
             return Response(200, self._arm_view(self._workspace(sub, rg, name, "arm")))
         ws = self._workspace(sub, rg, name, "arm")
-        if rest[0].lower() == "computes" and len(rest) <= 2:
+        if len(rest) == 1 and rest[0].lower() == "listkeys":
+            return self._workspace_action(req, ws, rest[0])
+        family = family_of(rest[0])
+        if family is not None:
+            return self._v2(req, ws, family, rest, segs)
+        if rest[0].lower() == "computes" and len(rest) <= 3:
+            answered = self._computes_v2(req, ws, rest)
+            if answered is not None:
+                return answered
             self._method(req, "GET")
             if len(rest) == 1:
                 return self._arm_page(req, ws.computes, "computes", segs, final_null=True)
@@ -856,20 +811,31 @@ class EmulatorCore:
             sub, rg, ws = req.q("sub"), req.q("rg"), req.q("ws")
             if not (sub and rg and ws):
                 raise HttpError(400, "BadRequest", "sub, rg and ws are required")
-            subject = self._subject(req.q("subject"))
+            subject = self._subject(req.q("subject"), req.q("emails"))
             ids = self.expected_ids(sub, rg, ws, subject)
+            return Response(200, {kind: sorted(values) for kind, values in ids.items()})
+        if action == "deletables" and req.method == "GET":
+            sub, rg, ws = req.q("sub"), req.q("rg"), req.q("ws")
+            if not (sub and rg and ws):
+                raise HttpError(400, "BadRequest", "sub, rg and ws are required")
+            subject = self._subject(req.q("subject"), req.q("emails"))
+            ids = self.expected_deletables(sub, rg, ws, subject)
             return Response(200, {kind: sorted(values) for kind, values in ids.items()})
         if action == "deletions" and req.method == "GET":
             return Response(200, self.workspace_deletions())
+        if action == "resource-deletions" and req.method == "GET":
+            return Response(200, self.deletions_of_resources())
         if action == "health" and req.method == "GET":
             return Response(200, {"status": "ok"})
         raise HttpError(404, "NotFound", f"no control endpoint {req.method} /_emulator/{action}")
 
     @staticmethod
-    def _subject(value: str | None) -> Subject | None:
+    def _subject(value: str | None, emails: str | None = None) -> Subject | None:
+        """``jane``, ``john``, an objectId or a UPN; ``emails`` (comma separated) adds e-mail aliases."""
         if not value:
             return None
+        aliases = tuple(e.strip() for e in (emails or "").split(",") if e.strip())
         for subject in SUBJECTS:
             if value.lower() in (subject.object_id, (subject.upn or "").lower(), subject.name.split()[0].lower()):
-                return subject
+                return dataclasses.replace(subject, emails=aliases) if aliases else subject
         raise HttpError(400, "BadRequest", f"unknown subject {value!r}")

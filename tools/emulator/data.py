@@ -7,6 +7,7 @@ Field shapes follow ``shared/reference/aml-api/*.json``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import random
 import re
@@ -15,6 +16,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from tools.emulator import data_v2
+from tools.emulator.data_v2 import JANE_EMAIL, V2_KINDS, secret_strings
+from tools.emulator.tables import CaseInsensitiveTable, Table
 
 JSON = dict[str, Any]
 
@@ -31,8 +36,8 @@ SECOND_WORKSPACE = "ws-second"
 SECOND_LOCATION = "northeurope"
 TENANT_ID = "bbbbbbbb-0000-0000-0000-000000000002"
 
-# Kind names of the truth API (contract §1 export kinds), in catalog order.
-KINDS: tuple[str, ...] = (
+# Kind names of the truth API: contract §1 export kinds (v1), in catalog order, then the v2 kinds of §6.1.
+V1_KINDS: tuple[str, ...] = (
     "workspace",
     "computes",
     "experiments",
@@ -51,6 +56,7 @@ KINDS: tuple[str, ...] = (
     "pipelineTemplates",
     "pipelineDataSources",
 )
+KINDS: tuple[str, ...] = V1_KINDS + V2_KINDS
 MMS_KINDS: tuple[str, ...] = ("models", "assets", "images", "services")
 AETHER_KINDS: dict[str, str] = {  # URL segment -> truth kind
     "Experiments": "pipelineExperiments",
@@ -78,6 +84,7 @@ class Subject:
     upn: str | None
     name: str
     puid: str
+    emails: tuple[str, ...] = ()  # e-mail aliases (contract 6.3), matched like the UPN
 
     def created_by(self) -> JSON:
         """Run history / model management ``createdBy`` (``User``) shape."""
@@ -99,6 +106,7 @@ class Subject:
 
 JANE = Subject("aaaaaaaa-0000-0000-0000-000000000001", TENANT_ID, "jane.doe@contoso.com", "Jane Doe", "10030000AAAAAAAA")
 JOHN = Subject("aaaaaaaa-0000-0000-0000-000000000007", TENANT_ID, "john.roe@contoso.com", "John Roe", "1003000077777777")
+JANE_WITH_EMAIL = dataclasses.replace(JANE, emails=(JANE_EMAIL,))  # Jane as a request naming her alias
 AUTOMATION = Subject("cccccccc-0000-0000-0000-000000000009", TENANT_ID, None, "aml-automation", "10030000CCCCCCCC")
 SUBJECTS: tuple[Subject, ...] = (JANE, JOHN)
 # Jane's object id inside a longer token: a subject matcher must NOT count it as a mention of Jane.
@@ -110,70 +118,6 @@ _EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 def _ts(minutes: int, millis: bool = False) -> str:
     moment = _EPOCH + timedelta(minutes=minutes)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z" if millis else "%Y-%m-%dT%H:%M:%SZ")
-
-
-# --------------------------------------------------------------------------------------------- tables
-
-
-class Table:
-    """An ordered id -> item map; every item keeps the sequence number it was added with.
-
-    Continuation tokens carry the last sequence number served (keyset paging), so deleting items
-    while a client pages does not make it skip others.
-    """
-
-    def __init__(self, items: Iterable[tuple[str, JSON]] = ()) -> None:
-        self._rows: dict[str, tuple[int, JSON]] = {}
-        self._next_seq = 0
-        for key, item in items:
-            self.add(key, item)
-
-    def add(self, key: str, item: JSON) -> None:
-        self._rows[key] = (self._next_seq, item)
-        self._next_seq += 1
-
-    def get(self, key: str) -> JSON | None:
-        row = self._rows.get(key)
-        return row[1] if row else None
-
-    def pop(self, key: str) -> JSON | None:
-        row = self._rows.pop(key, None)
-        return row[1] if row else None
-
-    def keys(self) -> list[str]:
-        return list(self._rows)
-
-    def values(self) -> list[JSON]:
-        return [item for _, item in self._rows.values()]
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._rows
-
-    def page(self, after: int, size: int) -> tuple[list[JSON], int, bool]:
-        """Items with a sequence number above ``after``: (up to ``size`` items, last seq served, more left)."""
-        rows = [row for row in self._rows.values() if row[0] > after]
-        chunk = rows[:size]
-        last = chunk[-1][0] if chunk else after
-        return [item for _, item in chunk], last, len(rows) > size
-
-
-class CaseInsensitiveTable(Table):
-    """ARM names (workspaces, computes) are case-insensitive."""
-
-    def add(self, key: str, item: JSON) -> None:
-        super().add(key.lower(), item)
-
-    def get(self, key: str) -> JSON | None:
-        return super().get(key.lower())
-
-    def pop(self, key: str) -> JSON | None:
-        return super().pop(key.lower())
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and super().__contains__(key.lower())
 
 
 @dataclass
@@ -192,6 +136,9 @@ class Workspace:
     datastores: Table = field(default_factory=Table)  # stored with secrets
     mms: dict[str, Table] = field(default_factory=lambda: {kind: Table() for kind in MMS_KINDS})
     aether: dict[str, dict[str, JSON]] = field(default_factory=lambda: {kind: {} for kind in AETHER_KINDS})
+    v2: dict[str, Table] = field(default_factory=lambda: data_v2.empty_v2_tables()[0])  # family segment -> items
+    v2_children: dict[str, dict[str, Table]] = field(default_factory=lambda: data_v2.empty_v2_tables()[1])
+    secret_bodies: dict[tuple[str, str], JSON] = field(default_factory=dict)  # (lower id, lower action) -> answer
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -315,17 +262,48 @@ class _Gen:
         return f"{self.rng.getrandbits(4 * digits):0{digits}x}"
 
 
-def generate(seed: int = 1, scale: float = 1.0) -> dict[tuple[str, str, str], Workspace]:
-    """All workspaces of the emulator, keyed by ``workspace_key``."""
+# The many-workspace tenant (knob ``tenant_workspaces``): subscriptions, and the default management groups.
+TENANT_SUBSCRIPTIONS: tuple[str, ...] = (
+    "11111111-aaaa-0000-0000-000000000001",
+    "11111111-aaaa-0000-0000-000000000002",
+    "11111111-aaaa-0000-0000-000000000003",
+)
+DEFAULT_MANAGEMENT_GROUPS: dict[str, list[str]] = {
+    "mg-research": [DEMO_SUBSCRIPTION, TENANT_SUBSCRIPTIONS[0]],
+    "mg-production": [TENANT_SUBSCRIPTIONS[1], TENANT_SUBSCRIPTIONS[2]],
+}
+WORKSPACE_KINDS: tuple[str, ...] = ("Default", "Hub", "Project")
+_TENANT_LOCATIONS: tuple[str, ...] = (DEMO_LOCATION, SECOND_LOCATION, "eastus")
+
+
+def tenant_workspace(i: int) -> tuple[str, str, str, str, str, bool]:
+    """Workspace ``i`` (0-based) of the many-workspace tenant: (subscription, resource group, name, location,
+    kind, holds Jane's data). Spread over 3 subscriptions and 2 resource groups each; every third holds Jane's."""
+    sub = TENANT_SUBSCRIPTIONS[i % len(TENANT_SUBSCRIPTIONS)]
+    rg = f"rg-team-{(i // len(TENANT_SUBSCRIPTIONS)) % 2 + 1}"
+    kind = WORKSPACE_KINDS[(i // 2) % len(WORKSPACE_KINDS)]
+    return sub, rg, f"ws-t{i + 1:03d}", _TENANT_LOCATIONS[i % len(_TENANT_LOCATIONS)], kind, i % 3 == 1
+
+
+def generate(seed: int = 1, scale: float = 1.0, tenant_workspaces: int = 0) -> dict[tuple[str, str, str], Workspace]:
+    """All workspaces of the emulator, keyed by ``workspace_key``: the two demo workspaces, then
+    ``tenant_workspaces`` more (see ``tenant_workspace``)."""
     workspaces = [_build(spec, seed, scale) for spec in _SPECS]
+    for i in range(tenant_workspaces):
+        sub, rg, name, location, kind, janes = tenant_workspace(i)
+        spec = _Spec(name, location, name, AUTOMATION, (), (), 0, 0, 0, ("workspaceblobstore",), (), 0, (), (), False)
+        ws = _build(spec, seed, scale, sub, rg)
+        ws.arm["kind"] = kind
+        data_v2.populate_small(ws, AUTOMATION, JANE if janes else None)
+        workspaces.append(ws)
     return {ws.key: ws for ws in workspaces}
 
 
-def _build(spec: _Spec, seed: int, scale: float) -> Workspace:
+def _build(spec: _Spec, seed: int, scale: float, sub: str = DEMO_SUBSCRIPTION, rg: str = DEMO_RESOURCE_GROUP) -> Workspace:
     g = _Gen(seed, spec)
-    sub, rg = DEMO_SUBSCRIPTION, DEMO_RESOURCE_GROUP
     ws_path = workspace_path(sub, rg, spec.name)
     rg_path = f"/subscriptions/{sub}/resourceGroups/{rg}"
+    creator, creator_type = (spec.owner.upn, "User") if spec.owner.upn else (spec.owner.object_id, "Application")
     arm = {
         "id": ws_path,
         "name": spec.name,
@@ -346,11 +324,11 @@ def _build(spec: _Spec, seed: int, scale: float) -> Workspace:
             "discoveryUrl": f"https://{spec.location}.experiments.azureml.net/discovery",
         },
         "systemData": {
-            "createdBy": spec.owner.upn,
-            "createdByType": "User",
+            "createdBy": creator,
+            "createdByType": creator_type,
             "createdAt": "2019-12-01T10:00:00Z",
-            "lastModifiedBy": spec.owner.upn,
-            "lastModifiedByType": "User",
+            "lastModifiedBy": creator,
+            "lastModifiedByType": creator_type,
             "lastModifiedAt": "2019-12-01T10:00:00Z",
         },
     }
@@ -360,7 +338,70 @@ def _build(spec: _Spec, seed: int, scale: float) -> Workspace:
     _tasks(ws, g, spec, scale)
     _datastores(ws, g, spec, scale)
     _mms(ws, g, spec, scale)
+    if spec.demo:
+        _compute_assigned_to_jane(ws)
+        data_v2.populate_demo(ws, JANE, JOHN, AUTOMATION)
+    elif spec.name == SECOND_WORKSPACE:
+        data_v2.populate_small(ws, JOHN)
+    _workspace_secrets(ws)
     return ws
+
+
+def _compute_assigned_to_jane(ws: Workspace) -> None:
+    """A compute instance John created for Jane (added after the runs, so their targets do not change)."""
+    props = copy.deepcopy(ws.computes.get("ci-jane") or {}).get("properties", {})
+    props["description"] = "notebook VM set up by John for Jane"
+    props["properties"]["createdBy"] = JOHN.compute_created_by()
+    props["properties"]["personalComputeInstanceSettings"] = {
+        "assignedUser": {"objectId": JANE.object_id, "tenantId": JANE.tenant_id}
+    }
+    ws.computes.add(
+        "ci-for-jane",
+        {
+            "id": f"{ws.path}/computes/ci-for-jane",
+            "type": f"{PROVIDER}/workspaces/computes",
+            "name": "ci-for-jane",
+            "location": ws.location,
+            "properties": props,
+            "systemData": {"createdBy": JOHN.upn, "createdByType": "User", "createdAt": _ts(600)},
+        },
+    )
+
+
+def _workspace_secrets(ws: Workspace) -> None:
+    """Answers of the secret-returning POST actions on the workspace and its computes (never to be called)."""
+    tag = f"{ws.name}"
+    ws.secret_bodies[(ws.arm["id"].lower(), "listkeys")] = {
+        "userStorageKey": f"{SECRET_MARKER}userStorageKey-{tag}",
+        "userStorageResourceId": ws.arm["properties"]["storageAccount"],
+        "appInsightsInstrumentationKey": f"{SECRET_MARKER}appInsightsKey-{tag}",
+        "containerRegistryCredentials": {
+            "location": ws.location,
+            "username": f"acr{tag}",
+            "passwords": [{"name": "password", "value": f"{SECRET_MARKER}acrPassword-{tag}"}],
+        },
+        "notebookAccessKeys": {"primaryAccessKey": f"{SECRET_MARKER}notebookKey-{tag}", "secondaryAccessKey": None},
+    }
+    for compute in ws.computes.values():
+        name = compute["name"]
+        ws.secret_bodies[(compute["id"].lower(), "listkeys")] = {
+            "computeType": compute["properties"]["computeType"],
+            "adminUserName": "azureuser",
+            "adminUserPassword": f"{SECRET_MARKER}adminPassword-{tag}-{name}",
+            "sshPrivateKey": f"{SECRET_MARKER}sshPrivateKey-{tag}-{name}",
+        }
+        ws.secret_bodies[(compute["id"].lower(), "listnodes")] = {
+            "nodes": [
+                {
+                    "nodeId": f"tvm-{name}-1",
+                    "privateIpAddress": "10.0.0.4",
+                    "publicIpAddress": "203.0.113.10",
+                    "port": 50000,
+                    "nodeState": "idle",
+                }
+            ],
+            "nextLink": None,
+        }
 
 
 def _computes(ws: Workspace, g: _Gen, spec: _Spec, scale: float) -> None:
@@ -378,6 +419,10 @@ def _computes(ws: Workspace, g: _Gen, spec: _Spec, scale: float) -> None:
                     "state": "Running",
                     "sshSettings": {"sshPublicAccess": "Disabled", "adminUserName": "azureuser"},
                     "createdBy": owner.compute_created_by(),
+                    "computeInstanceAuthorizationType": "personal",
+                    "personalComputeInstanceSettings": {
+                        "assignedUser": {"objectId": owner.object_id, "tenantId": owner.tenant_id}
+                    },
                 },
             }
         else:
@@ -869,6 +914,7 @@ def records(ws: Workspace) -> Iterator[tuple[str, str, JSON]]:
     for segment, kind in AETHER_KINDS.items():
         for item_id in sorted(reachable[kind]):
             yield kind, item_id, ws.aether[segment][item_id]
+    yield from data_v2.v2_records(ws)
 
 
 def empty_ids() -> dict[str, set[str]]:
@@ -879,14 +925,15 @@ def _mention_pattern(value: str) -> re.Pattern[str]:
     return re.compile(r"(?<![0-9A-Za-z_.+-])" + re.escape(value) + r"(?![0-9A-Za-z_-])", re.IGNORECASE)
 
 
-def names_subject(record: JSON, object_id: str, upn: str | None = None) -> bool:
-    """True when any string in ``record`` contains the object id or UPN as a whole token.
+def names_subject(record: JSON, object_id: str, upn: str | None = None, emails: Iterable[str] = ()) -> bool:
+    """True when any string in ``record`` contains the object id, UPN or an e-mail alias as a whole token
+    (any letter case).
 
-    ``xaaaaaaaa-...-000000000001y`` is not a mention of ``aaaaaaaa-...-000000000001``.
+    ``xaaaaaaaa-...-000000000001y`` is not a mention of ``aaaaaaaa-...-000000000001``, ``mjane@...`` not of ``jane@...``.
     """
-    patterns = [_mention_pattern(object_id)] + ([_mention_pattern(upn)] if upn else [])
+    values = [object_id, *([upn] if upn else []), *emails]
     text = json.dumps(record, ensure_ascii=False)
-    return any(p.search(text) for p in patterns)
+    return any(_mention_pattern(v).search(text) for v in values)
 
 
 def expected_ids(ws: Workspace | None, subject: Subject | None = None) -> dict[str, set[str]]:
@@ -895,13 +942,14 @@ def expected_ids(ws: Workspace | None, subject: Subject | None = None) -> dict[s
     if ws is None:
         return result
     for kind, item_id, body in records(ws):
-        if subject is None or names_subject(body, subject.object_id, subject.upn):
+        if subject is None or names_subject(body, subject.object_id, subject.upn, subject.emails):
             result[kind].add(item_id)
     return result
 
 
 def all_secret_values(workspaces: Iterable[Workspace]) -> set[str]:
-    """Every credential value the emulator can serve (to grep an export bundle for)."""
+    """Every credential value the emulator can serve (to grep an export bundle for): v1 datastores, v2
+    datastore and connection ``credentials``, and the answers of listKeys / listSecrets / token / listNodes."""
     values: set[str] = set()
     for ws in workspaces:
         for datastore in ws.datastores.values():
@@ -909,4 +957,7 @@ def all_secret_values(workspaces: Iterable[Workspace]) -> set[str]:
                 value = datastore.get(section, {}).get(name)
                 if isinstance(value, str):
                     values.add(value)
+        for family in ws.v2.values():
+            values.update(secret_strings(family.values()))
+        values.update(secret_strings(list(ws.secret_bodies.values())))
     return values

@@ -241,9 +241,30 @@ class EmulatorServer:
     ) -> dict[str, set[str]]:
         """Ids per kind of the current data (all kinds present, empty sets once the workspace is gone).
 
-        With ``subject``: only records whose served JSON names the subject's objectId or UPN as a whole token.
+        With ``subject``: only records whose served JSON names the subject's objectId, UPN or one of
+        ``subject.emails`` as a whole token, any letter case.
         """
         return self.core.expected_ids(sub, rg, ws, subject)
+
+    def expected_deletables(
+        self,
+        sub: str = DEMO_SUBSCRIPTION,
+        rg: str = DEMO_RESOURCE_GROUP,
+        ws: str = DEMO_WORKSPACE,
+        subject: Subject | None = None,
+    ) -> dict[str, set[str]]:
+        """ARM ids per v2 delete kind of contract 6.1 (and the ``*Containers`` that go with all their versions).
+
+        Workspace scope: everything of those kinds (compute instances, never clusters). With ``subject``: what
+        they created (``systemData.createdBy`` = UPN or one of ``subject.emails``, any case) and the compute
+        instances assigned to them.
+        """
+        return self.core.expected_deletables(sub, rg, ws, subject)
+
+    def resource_deletions(self) -> list[JSON]:
+        """v2 and compute deletes accepted: kind, id, mode (sync/lro), operationId, status, and for computes
+        computeType and underlyingResourceAction. A compute cluster here means the app deleted one."""
+        return self.core.deletions_of_resources()
 
     def configure(self, **knobs: Any) -> EmulatorConfig:
         """Merge knobs at run time (see ``EmulatorConfig``); returns the new config."""
@@ -269,5 +290,6 @@ class EmulatorServer:
         return self.core.issued_tokens()
 
     def secret_values(self) -> set[str]:
-        """Every datastore credential the emulator can serve: none may appear in an export bundle."""
+        """Every credential the emulator can serve (v1 datastores, v2 datastore/connection credentials, the
+        answers of listKeys/listSecrets/token/listNodes): none may appear in an export bundle."""
         return self.core.secret_values()
