@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.domain.contract import REQUEST_ID, Target
 from shared.ports import BundleStore
-from shared.service.state import FINAL, StateStore
+from shared.service.state import FINAL, StateStore, is_tombstone
 
 _REQUEST_ID = re.compile(REQUEST_ID)
 
@@ -113,7 +113,7 @@ def status_view(doc: dict[str, Any], now: float) -> dict[str, Any]:
         "operation": doc.get("operation"),
         "status": status,
         "dueBy": doc.get("dueBy"),
-        "receivedAt": doc.get("receivedAt") or doc.get("createdAt"),
+        "receivedAt": doc.get("receivedAt") or (None if is_tombstone(doc) else doc.get("createdAt")),
         "updatedAt": doc.get("updatedAt"),
         "workspaces": workspaces,
         "outcome": outcome,

@@ -129,3 +129,20 @@ def test_cancel_before_the_request_arrives_leaves_a_tombstone_that_cancels_its_d
     assert all(c["deleted"] == 0 for ws in first["data"]["counts"].values() for c in ws.values())
     _, final, _ = call("dsr_status", body["requestId"], "GET")
     assert final["status"] == "cancelled" and final["outcome"] == first and final["operation"] == "delete"
+
+
+def test_a_request_cancelled_over_http_is_answered_cancelled_by_the_queue_trigger(app_env, servicebus, make_request) -> None:
+    # GIVEN a ticket that cancelled a request, over HTTP, before its message was delivered
+    from tests.handlers.test_request_trigger import deliver, trigger_message
+
+    body = make_request(resourceKinds=["models"])
+    assert call("dsr_cancel", body["requestId"], "POST")[0] == 202
+    # WHEN the Service Bus trigger receives the request
+    deliver(trigger_message(json.dumps(body).encode()))
+    # THEN the outcome queue gets the cancelled outcome (status property "cancelled"), and the status shows it
+    (event,) = servicebus.events()
+    assert event["type"] == "aml.dsr.export.cancelled"
+    (message,) = servicebus.messages()
+    assert message.application_properties["status"] == "cancelled"
+    _, seen, _ = call("dsr_status", body["requestId"], "GET")
+    assert seen["status"] == "cancelled" and seen["outcome"] == event
