@@ -119,6 +119,10 @@ param connectTimeoutSeconds int = 10
 param readTimeoutSeconds int = 60
 param maxAttempts int = 8
 param maxRetryAfterSeconds int = 120
+@description('Largest response body read (a page or an item), bytes; a larger one is response_too_large.')
+param maxResponseBytes int = 67108864
+@description('Overall time to read one response, on top of the per-read timeout; then response_too_slow.')
+param responseDeadlineSeconds int = 300
 param lroDeadlineSeconds int = 1800
 param timeBudgetSeconds int = 420
 param checkpointSeconds int = 5
@@ -249,6 +253,8 @@ var appSettings = {
   DSR_READ_TIMEOUT_SECONDS: string(readTimeoutSeconds)
   DSR_MAX_ATTEMPTS: string(maxAttempts)
   DSR_MAX_RETRY_AFTER_SECONDS: string(maxRetryAfterSeconds)
+  DSR_MAX_RESPONSE_BYTES: string(maxResponseBytes)
+  DSR_RESPONSE_DEADLINE_SECONDS: string(responseDeadlineSeconds)
   DSR_LRO_DEADLINE_SECONDS: string(lroDeadlineSeconds)
   DSR_TIME_BUDGET_SECONDS: string(timeBudgetSeconds)
   DSR_CHECKPOINT_SECONDS: string(checkpointSeconds)

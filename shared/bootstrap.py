@@ -77,6 +77,8 @@ def build_services(
             max_attempts=settings.max_attempts,
             max_retry_after=settings.max_retry_after,
             max_concurrency=settings.concurrency,
+            max_response_bytes=settings.max_response_bytes,
+            response_deadline=settings.response_deadline_seconds,
         )
 
     @lazy

@@ -13,7 +13,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from shared.domain.errors import ConfigurationError
-from shared.domain.urls import is_loopback_host
+from shared.domain.scrub import scrub_text
+from shared.domain.urls import is_loopback_host, redact_url
 
 LOCAL_SETTINGS_FILE = "local.settings.json"
 
@@ -46,6 +47,8 @@ class Settings:
     read_timeout: float = 60.0
     max_attempts: int = 8
     max_retry_after: float = 120.0
+    max_response_bytes: int = 64 * 1024 * 1024
+    response_deadline_seconds: float = 300.0
     max_delivery_count: int = 10
     lro_deadline_seconds: float = 1800.0
     time_budget_seconds: float = 420.0
@@ -81,20 +84,30 @@ def merged_environment(environ: Mapping[str, str] | None = None, directory: Path
     return values
 
 
+def shown(value: str) -> str:
+    """A setting's value as a configuration error may show it: a URL without user info or query values
+    (a SAS), secret-looking parts (``AccountKey=``, ``Password=``, tokens) replaced, at most 80 characters."""
+    text = value.strip()
+    if "://" in text:
+        text = redact_url(text)
+    text = scrub_text(text)[0]
+    return repr(text if len(text) <= 80 else text[:80] + "...")
+
+
 def _validate_endpoint(name: str, template: str) -> str:
     template = template.strip().rstrip("/")
     try:
         parts = urlsplit(template.replace("{location}", "westeurope"))
         port = parts.port
     except ValueError:
-        raise ConfigurationError(f"{name} is not a valid URL template: {template!r}") from None
+        raise ConfigurationError(f"{name} is not a valid URL template: {shown(template)}") from None
     del port
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigurationError(f"{name} must be an absolute https URL (got {template!r})")
+        raise ConfigurationError(f"{name} must be an absolute https URL (got {shown(template)})")
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise ConfigurationError(f"{name} must use https (plain http is only allowed for loopback hosts): {template!r}")
+        raise ConfigurationError(f"{name} must use https (plain http is only allowed for loopback hosts): {shown(template)}")
     if parts.query or parts.fragment or "{" in template.replace("{location}", ""):
-        raise ConfigurationError(f"{name} may hold only a base URL with an optional {{location}} placeholder: {template!r}")
+        raise ConfigurationError(f"{name} may hold only a base URL with an optional {{location}} placeholder: {shown(template)}")
     return template
 
 
@@ -115,9 +128,9 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
         try:
             value = int(raw) if integer else float(raw)
         except ValueError:
-            raise ConfigurationError(f"{name} must be a {'whole ' if integer else ''}number, got {raw!r}") from None
+            raise ConfigurationError(f"{name} must be a {'whole ' if integer else ''}number, got {shown(raw)}") from None
         if value < minimum:
-            raise ConfigurationError(f"{name} must be at least {minimum}, got {raw!r}")
+            raise ConfigurationError(f"{name} must be at least {minimum}, got {shown(raw)}")
         return value
 
     endpoints = {
@@ -126,7 +139,7 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
     }
     auth = text("DSR_AUTH", defaults.auth) or defaults.auth
     if auth not in ("managed-identity", "default"):
-        raise ConfigurationError(f"DSR_AUTH must be 'managed-identity' or 'default', got {auth!r}")
+        raise ConfigurationError(f"DSR_AUTH must be 'managed-identity' or 'default', got {shown(auth)}")
     blob_uri = text("DSR_STORAGE__blobServiceUri")
     if blob_uri is not None:
         _validate_endpoint("DSR_STORAGE__blobServiceUri", blob_uri)
@@ -144,14 +157,14 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
             or value.startswith("-")
             or "--" in value
         ):
-            raise ConfigurationError(f"{name} is not a valid blob container name: {value!r}")
+            raise ConfigurationError(f"{name} is not a valid blob container name: {shown(value)}")
         containers[name] = value
     scope = text("DSR_TOKEN_SCOPE", defaults.token_scope) or defaults.token_scope
     if not scope.startswith("https://"):
         raise ConfigurationError(f"DSR_TOKEN_SCOPE must be an https scope like {defaults.token_scope}")
     log_level = (text("DSR_LOG_LEVEL", defaults.log_level) or defaults.log_level).upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigurationError(f"DSR_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+        raise ConfigurationError(f"DSR_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {shown(log_level)}")
     return Settings(
         request_queue=text("DSR_REQUEST_QUEUE", defaults.request_queue) or defaults.request_queue,
         outcome_queue=text("DSR_OUTCOME_QUEUE", defaults.outcome_queue) or defaults.outcome_queue,
@@ -174,6 +187,8 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
         read_timeout=number("DSR_READ_TIMEOUT_SECONDS", defaults.read_timeout, minimum=0.1),
         max_attempts=int(number("DSR_MAX_ATTEMPTS", defaults.max_attempts, minimum=1, integer=True)),
         max_retry_after=number("DSR_MAX_RETRY_AFTER_SECONDS", defaults.max_retry_after, minimum=0),
+        max_response_bytes=int(number("DSR_MAX_RESPONSE_BYTES", defaults.max_response_bytes, minimum=1024, integer=True)),
+        response_deadline_seconds=number("DSR_RESPONSE_DEADLINE_SECONDS", defaults.response_deadline_seconds, minimum=1),
         max_delivery_count=int(number("DSR_MAX_DELIVERY_COUNT", defaults.max_delivery_count, minimum=1, integer=True)),
         lro_deadline_seconds=number("DSR_LRO_DEADLINE_SECONDS", defaults.lro_deadline_seconds, minimum=1),
         time_budget_seconds=number("DSR_TIME_BUDGET_SECONDS", defaults.time_budget_seconds, minimum=1),

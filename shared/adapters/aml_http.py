@@ -10,7 +10,6 @@ limit it learns from 429s, and adapts the concurrency.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -21,13 +20,17 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from shared.domain.documents import MAX_RESPONSE_DEPTH, parse_json_document
 from shared.domain.errors import (
     AzureMLError,
     BadResponseError,
     RetryableError,
     ThrottledError,
+    UnreadableResponseError,
+    capped_wait,
     classify_status,
     parse_retry_after,
+    safe_service_code,
 )
 from shared.domain.governor import Governor
 from shared.domain.urls import UrlPolicy, redact_url
@@ -36,14 +39,17 @@ from shared.ports import ApiResponse, TokenSource
 log = logging.getLogger("dsr.http")
 
 
+READ_CHUNK_BYTES = 64 * 1024
+
+
 def _error_code(body: Any) -> str:
-    """The service's own error code (never its message, which may name people)."""
+    """The service's own error code when it looks like one (never its message, which may name people)."""
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict) and isinstance(err.get("code"), str):
-            return str(err["code"])[:64]
+            return safe_service_code(err["code"])
         if isinstance(body.get("code"), str):
-            return str(body["code"])[:64]
+            return safe_service_code(body["code"])
     return ""
 
 
@@ -66,6 +72,9 @@ class AzureMLHttp:
         sleep: Any = time.sleep,
         governor: Governor | None = None,
         max_concurrency: int | None = None,
+        max_response_bytes: int = 64 * 1024 * 1024,
+        response_deadline: float = 300.0,
+        max_depth: int = MAX_RESPONSE_DEPTH,
     ) -> None:
         self._credential = credential
         self._scope = scope
@@ -76,6 +85,9 @@ class AzureMLHttp:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._sleep = sleep
+        self._max_response_bytes = max_response_bytes
+        self._response_deadline = response_deadline
+        self._max_depth = max_depth
         # one governor per origin (ARM, run history, model management ... throttle independently); a
         # governor passed in is shared by every origin
         self._governor = governor
@@ -120,7 +132,7 @@ class AzureMLHttp:
                 response = self._once(method, url)
             except ThrottledError as exc:
                 # every thread pauses (Retry-After, else the backoff); a 429 also teaches the governor the limit
-                delay = backoff if exc.retry_after is None else min(exc.retry_after, self._max_retry_after)
+                delay = capped_wait(exc.retry_after, self._max_retry_after, default=backoff)
                 events = governor.events
                 governor.throttled(permit, delay, rate_limited=exc.status == 429)
                 if governor.events != events:
@@ -165,20 +177,16 @@ class AzureMLHttp:
             self.calls += 1
         started = time.monotonic()
         try:
-            response = self._session.request(method, url, headers=headers, timeout=self._timeout, allow_redirects=False)
-            content = response.content
+            response = self._session.request(
+                method, url, headers=headers, timeout=self._timeout, allow_redirects=False, stream=True
+            )
+            content = self._read_body(response)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise RetryableError(f"connection failed ({type(exc).__name__})", code="connection_failed") from None
         except requests.RequestException as exc:
             raise RetryableError(f"request failed ({type(exc).__name__})", code="connection_failed") from None
         status = response.status_code
-        body: Any = None
-        if content:
-            try:
-                body = json.loads(content)
-            except ValueError:
-                if 200 <= status < 300:
-                    raise RetryableError(f"HTTP {status} with a body that is not JSON", code="bad_json") from None
+        body = self._parse_body(status, content)
         log.debug(
             "call",
             extra={"method": method, "url": redact_url(url), "status": status, "ms": round((time.monotonic() - started) * 1000)},
@@ -192,6 +200,67 @@ class AzureMLHttp:
         if status not in (200, 201, 202, 204):
             raise BadResponseError(f"unexpected HTTP {status}", status=status)
         return ApiResponse(status=status, headers={k.lower(): v for k, v in response.headers.items()}, body=body)
+
+    def _read_body(self, response: requests.Response) -> bytes:
+        """The whole body, read in chunks: at most ``max_response_bytes`` (``response_too_large``) and within
+        ``response_deadline`` seconds overall (``response_too_slow``) on top of the per-read timeout. A body
+        we stop reading closes its connection: a hostile server cannot keep a worker or its memory."""
+        limit = self._max_response_bytes
+        done = False
+        try:
+            declared = response.headers.get("Content-Length", "")
+            if declared.strip().isdigit() and int(declared) > limit:
+                raise self._too_large(response)
+            deadline = time.monotonic() + self._response_deadline
+            content = bytearray()
+            while True:
+                if time.monotonic() > deadline:
+                    raise UnreadableResponseError(
+                        f"the response did not arrive within {self._response_deadline:g} seconds; stopped reading",
+                        code="response_too_slow",
+                        status=response.status_code,
+                    )
+                # read1: returns as soon as some bytes are in (each wait bounded by the read timeout), so the
+                # deadline is checked between trickled bytes; decoded bytes are what count against the limit
+                chunk = response.raw.read1(READ_CHUNK_BYTES, decode_content=True)
+                if not chunk:
+                    break
+                content += chunk
+                if len(content) > limit:
+                    raise self._too_large(response)
+            done = True
+            return bytes(content)
+        except Exception as exc:  # urllib3's own errors while streaming: a dropped connection
+            if isinstance(exc, (UnreadableResponseError, requests.RequestException)):
+                raise
+            raise requests.ConnectionError(type(exc).__name__) from None
+        finally:
+            if done:
+                response.raw.release_conn()
+            else:
+                response.raw.close()  # drop the connection: its unread rest must not reach the next call
+                response.close()
+
+    def _too_large(self, response: requests.Response) -> UnreadableResponseError:
+        return UnreadableResponseError(
+            f"the response is larger than {self._max_response_bytes} bytes; stopped reading",
+            code="response_too_large",
+            status=response.status_code,
+        )
+
+    def _parse_body(self, status: int, content: bytes) -> Any:
+        """JSON or ``None``; a 2xx that is not JSON is retried (``bad_json``), one nested too deep is not."""
+        if not content:
+            return None
+        try:
+            return parse_json_document(content, max_depth=self._max_depth)
+        except UnreadableResponseError as exc:
+            exc.status = status
+            raise
+        except ValueError:
+            if 200 <= status < 300:
+                raise RetryableError(f"HTTP {status} with a body that is not JSON", code="bad_json") from None
+            return None
 
     def close(self) -> None:
         self._session.close()

@@ -10,11 +10,12 @@ import re
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.domain.contract import DELETE_KINDS, EXPORT_KINDS, Target
+from shared.domain.errors import InvalidIdError
 
 _Strict = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 Family = Literal["arm", "modelmanagement", "experiments", "aether"]
@@ -152,12 +153,25 @@ def load_catalog(path: str | None = None) -> Catalog:
     return Catalog.model_validate(json.loads(file.read_text(encoding="utf-8")))
 
 
+def is_dot_segment(value: str) -> bool:
+    """True for ``.`` and ``..``, and for anything that decodes to one of them (``%2E%2E``, ``%252e.``):
+    HTTP clients and servers normalise dot segments, encoded or not, so ``/models/..`` is the workspace."""
+    for _ in range(4):  # a server, a proxy and a framework may each decode once
+        if value in (".", ".."):
+            return True
+        decoded = unquote(value)
+        if decoded == value:
+            return False
+        value = decoded
+    return value in (".", "..") or "%" in value  # still decoding after four rounds: refuse, do not guess
+
+
 def encode_segment(value: str) -> str:
-    """One path segment, percent-encoded so that it stays one segment (``a/b`` -> ``a%2Fb``, ``..`` kept inert)."""
-    encoded = quote(value, safe=":@-._~()")
-    if encoded in (".", ".."):
-        encoded = encoded.replace(".", "%2E")
-    return encoded
+    """One path segment, percent-encoded so that it stays one segment (``a/b`` -> ``a%2Fb``). An id that is
+    or decodes to ``.`` or ``..`` raises ``InvalidIdError`` (``invalid_id``): it is never sent."""
+    if is_dot_segment(value):
+        raise InvalidIdError("an id that is (or decodes to) '.' or '..' cannot name one item; it was not sent")
+    return quote(value, safe=":@-._~()")
 
 
 def workspace_path(catalog: Catalog, target: Target) -> str:

@@ -139,6 +139,20 @@ class DsrRequest(BaseModel):
             if self.confirmWorkspace is not None:
                 raise _rule("delete_only", "confirmWorkspace", "applies to delete requests only")
         if self.deleteWorkspace:
+            if self.scope == "subject":
+                # a subject's request never destroys a workspace other people share
+                raise _rule(
+                    "workspace_delete_subject_scope",
+                    "deleteWorkspace",
+                    "cannot be combined with scope 'subject': a person's request never purges a shared workspace",
+                )
+            if getattr(self, "discover", None):
+                # the workspaces of a discovery are found, not named: none of them is purged on that basis
+                raise _rule(
+                    "workspace_delete_with_discover",
+                    "deleteWorkspace",
+                    "cannot be combined with discover: only a workspace named in targets and confirmed is purged",
+                )
             if len(self.targets) != 1:
                 raise _rule("workspace_delete_single_target", "targets", "deleteWorkspace needs exactly one target")
             if self.confirmWorkspace != self.targets[0].workspace:
@@ -364,6 +378,13 @@ def unwrap_envelope(value: Any) -> tuple[Any, str | None]:
         for name in ("id", "source", "type"):
             if not isinstance(value.get(name), str) or not value[name]:
                 raise _reject("invalid_envelope", name, f"{name} is required in a CloudEvent envelope")
+        if "data_base64" in value and "data" in value:
+            # CloudEvents 1.0: data and data_base64 are mutually exclusive; the request is JSON in data only
+            raise _reject(
+                "invalid_envelope",
+                "data_base64",
+                "data and data_base64 are mutually exclusive (CloudEvents 1.0); send the request as JSON data",
+            )
         if not isinstance(value.get("data"), dict):
             raise _reject("invalid_envelope", "data", "data of the CloudEvent must be the request, a JSON object")
         return value["data"], "cloudevent"

@@ -9,14 +9,20 @@
         └── PermanentError        another try gives the same answer
             ├── NotFoundError     404 / 410: the item is not there (for a DELETE: already gone)
             ├── ForbiddenError    401 / 403: the identity lacks the right
-            ├── UntrustedUrlError a URL (ours or from a response) points outside the allow-list
+            ├── UntrustedUrlError a URL (ours or from a response) points outside the allow-list, or a
+            │                     nextLink leaves the listed collection's own path
+            ├── InvalidIdError    an id that cannot be sent as one path segment ('.', '..'): never sent
+            ├── LroTimeoutError   a long-running operation did not end within DSR_LRO_DEADLINE_SECONDS
             └── BadResponseError  malformed JSON, a paging loop, an unexpected status
+                └── UnreadableResponseError  too large, too slow or too deep to read (bounded reads)
 
 ``classify_status`` is the one place that maps an HTTP status to this tree.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -98,8 +104,35 @@ class BadResponseError(PermanentError):
     code = "bad_response"
 
 
+class UnreadableResponseError(BadResponseError):
+    """A response we stopped reading: ``response_too_large``, ``response_too_slow`` or ``response_too_deep``.
+    Reported for that page or item; never retried (the same server gives the same answer)."""
+
+    code = "response_unreadable"
+
+
+class InvalidIdError(PermanentError):
+    code = "invalid_id"
+
+
+class LroTimeoutError(PermanentError):
+    code = "lro_timeout"
+
+
+# A service's own error code is echoed only when it looks like one (``ResourceNotFound``, ``UserError.Foo``):
+# a server's free text can hold a person's e-mail, a path or a token, and it never reaches an outcome or state.
+SAFE_SERVICE_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+
+
+def safe_service_code(value: object) -> str:
+    """``value`` when it is a plausible service error code, else ``""``."""
+    return value if isinstance(value, str) and SAFE_SERVICE_CODE.fullmatch(value) else ""
+
+
 def classify_status(status: int, *, retry_after: float | None = None, detail: str = "") -> AzureMLError | None:
-    """Map an HTTP status to the taxonomy; ``None`` means success (2xx)."""
+    """Map an HTTP status to the taxonomy; ``None`` means success (2xx). ``detail`` is the service's own
+    error code; it is kept only when it matches ``SAFE_SERVICE_CODE``."""
+    detail = safe_service_code(detail)
     suffix = f": {detail}" if detail else ""
     if 200 <= status < 300:
         return None
@@ -120,13 +153,23 @@ def classify_status(status: int, *, retry_after: float | None = None, detail: st
     return PermanentError(f"request failed (HTTP {status}){suffix}", status=status, code=f"http_{status}")
 
 
+def capped_wait(retry_after: float | None, cap: float, *, default: float) -> float:
+    """The one rule for a server-suggested wait: its Retry-After (else ``default``), never more than ``cap``."""
+    wait = default if retry_after is None else retry_after
+    return max(0.0, min(wait, cap))
+
+
 def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait, from delta-seconds or an HTTP date; ``None`` when absent or unreadable (also for
+    ``nan``/``inf``). The caller caps it (``DSR_MAX_RETRY_AFTER_SECONDS``): a server does not choose our waits."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,9 @@ SOURCE = "/aml-dsr"
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 STATUSES = ("completed", "partially_completed", "failed", "rejected", "cancelled")
 EXIT_CODES = {"completed": 0, "partially_completed": 3, "failed": 1, "rejected": 2, "cancelled": 4}
+# Service Bus Standard takes messages up to 256 KiB (headers included): an outcome stays well under it
+MAX_OUTCOME_BYTES = 192 * 1024
+CUTTABLE_LISTS = ("items", "plan", "review", "errors")
 
 
 def utc_now() -> str:
@@ -95,3 +99,31 @@ def status_of(errors: int, succeeded_targets: int, total_targets: int) -> str:
     if succeeded_targets == 0 and total_targets > 0:
         return "failed"
     return "partially_completed"
+
+
+def event_size(event: dict[str, Any]) -> int:
+    return len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def cap_outcome(event: dict[str, Any], limit: int = MAX_OUTCOME_BYTES) -> tuple[dict[str, Any], bool]:
+    """The event cut to ``limit`` bytes, and whether it was cut. The longest of the cuttable lists
+    (``items``, ``plan``, ``review``, ``errors``) is halved until the event fits; ``data.truncated`` then
+    says, per list, how many entries are listed out of how many, and where the full list is (the audit blob
+    of a delete, the manifest of an export); ``itemsTruncated`` is set too."""
+    if event_size(event) <= limit:
+        return event, False
+    data = dict(event["data"])
+    totals = {k: len(data[k]) for k in CUTTABLE_LISTS if isinstance(data.get(k), list)}
+    truncated: dict[str, Any] = dict(data.get("truncated") or {})
+    where = data.get("audit") or (data.get("bundle") or {}).get("manifest")
+    capped = {**event, "data": data}
+    while event_size(capped) > limit:
+        longest = max(totals, key=lambda k: len(data[k]), default=None)
+        if longest is None or not data[longest]:
+            break  # nothing left to cut: counts and the rest are small by construction
+        data[longest] = data[longest][: len(data[longest]) // 2]
+        total = max(totals[longest], int(truncated.get(longest, {}).get("total", 0)))
+        truncated[longest] = {"listed": len(data[longest]), "total": total, "fullListIn": where}
+        data["truncated"] = truncated
+        data["itemsTruncated"] = True
+    return capped, True

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, unquote_plus, urlsplit, urlunsplit
 
 from shared.domain.errors import UntrustedUrlError
 
@@ -65,6 +65,44 @@ class UrlPolicy:
         if not any(p.fullmatch(origin) for p in self._patterns):
             raise UntrustedUrlError(f"refused to call host {host!r}: it is not a configured Azure ML endpoint")
         return url
+
+
+def _dot_segment(segment: str) -> bool:
+    for _ in range(4):
+        if segment in (".", ".."):
+            return True
+        decoded = unquote(segment)
+        if decoded == segment:
+            return False
+        segment = decoded
+    return True
+
+
+def check_same_collection(link: str, collection_url: str) -> str:
+    """A nextLink must stay on the listed collection: same scheme, host and port, and a path equal to the
+    collection's path or below it, with no dot segment (encoded or not). Anything else (another
+    subscription's, workspace's or kind's path on the same host) raises ``UntrustedUrlError``: our token
+    must not fetch it, and its data must not land in this workspace's bundle. Paths are compared
+    case-insensitively after decoding, as ARM itself does."""
+    try:
+        got, want = urlsplit(link), urlsplit(collection_url)
+        same_origin = (got.scheme.lower(), (got.hostname or "").lower(), _port(got.scheme, got.port)) == (
+            want.scheme.lower(),
+            (want.hostname or "").lower(),
+            _port(want.scheme, want.port),
+        )
+    except ValueError:
+        raise UntrustedUrlError("a next-page link could not be parsed; paging stopped") from None
+    if not same_origin:
+        raise UntrustedUrlError("a next-page link points to another host; paging stopped")
+    segments = got.path.split("/")
+    if any(_dot_segment(s) for s in segments):
+        raise UntrustedUrlError("a next-page link has a dot segment in its path; paging stopped")
+    path = unquote(got.path).lower().rstrip("/")
+    base = unquote(want.path).lower().rstrip("/")
+    if path != base and not path.startswith(base + "/"):
+        raise UntrustedUrlError("a next-page link leaves the listed collection's path; paging stopped")
+    return link
 
 
 def strip_query(url: str) -> str:

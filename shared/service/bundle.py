@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.domain.contract import Target
+from shared.domain.scrub import REDACTED, scrub_record, scrub_secrets
 from shared.ports import BlockBlob
 
+__all__ = ["REDACTED", "FileEntry", "JsonlWriter", "scrub_record", "scrub_secrets"]
+
 BLOCK_BYTES = 4 * 1024 * 1024
-REDACTED = "[REDACTED]"
 
 
 def bundle_prefix(request_id: str) -> str:
@@ -26,28 +28,6 @@ def manifest_name(request_id: str) -> str:
 
 def jsonl_name(request_id: str, target: Target, kind: str) -> str:
     return f"{request_id}/{target.subscriptionId}/{target.resourceGroup}/{target.workspace}/{kind}.jsonl"
-
-
-def scrub_secrets(value: Any, secret_names: frozenset[str]) -> tuple[Any, int]:
-    """A copy of ``value`` with every field named like a credential replaced; and how many were."""
-    count = 0
-
-    def walk(item: Any) -> Any:
-        nonlocal count
-        if isinstance(item, dict):
-            out = {}
-            for key, child in item.items():
-                if isinstance(key, str) and key.lower() in secret_names and child not in (None, "", {}, []):
-                    out[key] = REDACTED
-                    count += 1
-                else:
-                    out[key] = walk(child)
-            return out
-        if isinstance(item, list):
-            return [walk(child) for child in item]
-        return item
-
-    return walk(value), count
 
 
 @dataclass(frozen=True)
@@ -106,7 +86,10 @@ class JsonlWriter:
             return {"blocks": list(self._blocks), "items": self.items, "bytes": self._bytes}
 
     def write(self, line: dict[str, Any]) -> None:
-        data = json.dumps(line, ensure_ascii=False, separators=(",", ":"), sort_keys=False).encode("utf-8") + b"\n"
+        # allow_nan=False: a bundle parses with a strict parser (records are scrubbed of NaN/Infinity first)
+        data = (
+            json.dumps(line, ensure_ascii=False, separators=(",", ":"), sort_keys=False, allow_nan=False).encode("utf-8") + b"\n"
+        )
         with self._lock:
             if self._closed is not None:
                 raise RuntimeError(f"{self._name} is already closed")

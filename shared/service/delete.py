@@ -17,8 +17,16 @@ from typing import Any
 
 from shared.domain.catalog import Catalog
 from shared.domain.contract import DsrRequest, Target
-from shared.domain.errors import AzureMLError, NotFoundError, PermanentError, parse_retry_after
-from shared.domain.outcome import outcome_event, utc_now
+from shared.domain.errors import (
+    AzureMLError,
+    InvalidIdError,
+    LroTimeoutError,
+    NotFoundError,
+    PermanentError,
+    capped_wait,
+    parse_retry_after,
+)
+from shared.domain.outcome import cap_outcome, outcome_event, utc_now
 from shared.domain.subject import SubjectMatcher
 from shared.domain.urls import redact_url
 from shared.ports import ApiResponse, AuditLog, AzureML
@@ -84,34 +92,41 @@ class DeletePlan:
 
 
 class Poller:
-    """Follows a long-running operation to its end, honouring Retry-After, within a deadline."""
+    """Follows a long-running operation to its end, honouring Retry-After (capped by ``max_retry_after``),
+    within a deadline: no wait a server asks for ever outlasts the deadline."""
 
     def __init__(
         self,
         aml: AzureML,
         *,
         deadline_seconds: float,
+        max_retry_after: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.aml = aml
         self.deadline_seconds = deadline_seconds
+        self.max_retry_after = max_retry_after
         self.sleep = sleep
         self.clock = clock
 
-    def _wait(self, response: ApiResponse | None, attempt: int) -> None:
+    def _wait(self, response: ApiResponse | None, attempt: int, end: float) -> None:
         header = parse_retry_after(response.headers.get("retry-after")) if response else None
-        self.sleep(header if header is not None else min(30.0, 0.5 * 2 ** min(attempt, 6)))
+        delay = capped_wait(header, self.max_retry_after, default=min(30.0, 0.5 * 2 ** min(attempt, 6)))
+        self.sleep(max(0.0, min(delay, end - self.clock())))
 
     def follow(self, first: ApiResponse, *, terminal: dict[str, str], status_field: str) -> str:
-        """``deleted``, ``failed`` or ``unknown`` (the status could not be read before the deadline)."""
+        """``deleted``, ``failed``, ``unknown`` (the status cannot be read: the read-back decides) or
+        ``timeout`` (still running at the deadline, ``DSR_LRO_DEADLINE_SECONDS``)."""
         async_url = first.headers.get("azure-asyncoperation") or first.headers.get("operation-location")
         location = first.headers.get("location")
         end = self.clock() + self.deadline_seconds
         last: ApiResponse | None = first
         attempt = 0
         while self.clock() < end:
-            self._wait(last, attempt)
+            self._wait(last, attempt, end)
+            if self.clock() >= end:
+                break
             attempt += 1
             try:
                 if async_url:
@@ -134,7 +149,7 @@ class Poller:
                 return "unknown"
             except AzureMLError:
                 last = None  # the status could not be read: not a failure of the operation
-        return "unknown"
+        return "timeout"
 
 
 class DeleteRun:
@@ -148,6 +163,7 @@ class DeleteRun:
         audit: AuditLog,
         concurrency: int,
         lro_deadline: float,
+        max_retry_after: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
         cancel_requested: Callable[[], bool] | None = None,
     ) -> None:
@@ -158,7 +174,7 @@ class DeleteRun:
         self.aml = aml
         self.audit = audit
         self.concurrency = max(1, concurrency)
-        self.poller = Poller(aml, deadline_seconds=lro_deadline, sleep=sleep)
+        self.poller = Poller(aml, deadline_seconds=lro_deadline, max_retry_after=max_retry_after, sleep=sleep)
 
     # -- audit ----------------------------------------------------------------------------------
     def _audit(self, lines: list[dict[str, Any]]) -> None:
@@ -194,7 +210,7 @@ class DeleteRun:
             except NotFoundError:
                 problem = ("workspace_not_found", "the workspace does not exist (or the identity cannot see it)")
             except AzureMLError as exc:
-                problem = (exc.code, f"the workspace could not be read: {exc.message}")
+                problem = (exc.code, f"the workspace could not be read: {exc.message}")  # our words, see errors.py
             if problem:
                 plan.failed_targets.add(target.resource_id)
                 plan.errors.append({"code": problem[0], "message": problem[1], "kind": "workspace", "target": target.resource_id})
@@ -217,7 +233,13 @@ class DeleteRun:
                                     {"kind": kind_name, "id": rid, "target": target.resource_id, "matchedBy": "mention"}
                                 )
                             continue
-                        url = url_for(self.catalog, self.endpoints, kind, kind.item, target, {"id": rid})
+                        try:
+                            url = url_for(self.catalog, self.endpoints, kind, kind.item, target, {"id": rid})
+                        except InvalidIdError as exc:  # '.' or '..': never sent, reported
+                            plan.errors.append(
+                                {"code": exc.code, "message": exc.message, "kind": kind_name, "target": target.resource_id}
+                            )
+                            continue
                         plan.items.append(PlannedItem(target, kind_name, rid, url))
                 except AzureMLError as exc:
                     plan.errors.append(
@@ -245,6 +267,11 @@ class DeleteRun:
                 item.result = "absent"
             elif response.status == 202:
                 result = self.poller.follow(response, terminal=terminal, status_field=status_field)
+                if result == "timeout":
+                    raise LroTimeoutError(
+                        f"the delete was accepted but still running after {self.poller.deadline_seconds:g} seconds",
+                        status=202,
+                    )
                 item.result = "deleted" if result == "unknown" else result  # accepted: the read-back decides
             else:
                 item.result = "deleted"
@@ -338,6 +365,7 @@ def run_delete(
         audit=services.audit(),
         concurrency=settings.concurrency,
         lro_deadline=settings.lro_deadline_seconds,
+        max_retry_after=settings.max_retry_after,
         cancel_requested=cancelled,
     )
     saved = checkpoint.get("delete") if isinstance(checkpoint, dict) else None
@@ -438,6 +466,12 @@ def run_delete(
     data["plan" if request.dryRun else "items"] = listing
     if planned > PLAN_LIMIT_IN_EVENT:
         data["itemsTruncated"] = True
+    if request.dryRun and request.deleteWorkspace:
+        # a dry run says a purge follows: the workspace is listed as a planned deletion, after the kinds
+        target = request.targets[0]
+        if target.resource_id not in plan.failed_targets:
+            listing.append({"kind": "workspace", "id": target.resource_id, "target": target.resource_id, "result": "planned"})
+            workspace_deletes[target.resource_id] = {"result": "planned", "verified": False, "purge": True}
     if workspace_deletes:
         data["workspaceDeletes"] = workspace_deletes
     if request.scope == "subject":
@@ -445,4 +479,14 @@ def run_delete(
         data["subjectMatches"] = {"scanned": plan.scanned, "identity": planned, "mentionOnly": len(plan.review)}
         data["review"] = plan.review[:PLAN_LIMIT_IN_EVENT]
     log.info("delete finished", extra={"planned": planned, "verified": verified, "dryRun": request.dryRun})
-    return outcome_event(request.requestId, "delete", status, data)
+    event = outcome_event(request.requestId, "delete", status, data)
+    capped, cut = cap_outcome(event)
+    if cut:
+        # the audit blob already holds every item (PLAN, DELETE, GET lines); the errors and the review list
+        # the outcome leaves out are appended to it, so the outcome can name it as the full list
+        listed = {k: len(capped["data"].get(k) or []) for k in ("errors", "review")}
+        left_out = [{"method": "ERROR", "error": e} for e in errors[listed["errors"] :]]
+        left_out += [{"method": "REVIEW", "review": r} for r in plan.review[listed["review"] :]]
+        if left_out:
+            run._audit(left_out)
+    return capped

@@ -19,11 +19,11 @@ from typing import Any
 
 from shared.domain.catalog import Catalog, Kind, matches_where, scalar_ids
 from shared.domain.contract import DsrRequest, Target
-from shared.domain.errors import AzureMLError, BadResponseError, NotFoundError
+from shared.domain.errors import AzureMLError, BadResponseError, InvalidIdError, NotFoundError, UntrustedUrlError
 from shared.domain.subject import SubjectMatcher
 from shared.domain.urls import strip_query
 from shared.ports import AzureML, BundleStore
-from shared.service.bundle import FileEntry, JsonlWriter, jsonl_name, scrub_secrets
+from shared.service.bundle import FileEntry, JsonlWriter, jsonl_name, scrub_record
 from shared.service.listing import Endpoints, next_page_url, record_id, url_for, workspace_problem
 
 log = logging.getLogger("dsr.export")
@@ -91,6 +91,7 @@ class TargetResult:
     counts: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     secrets_scrubbed: int = 0
+    non_finite: int = 0  # NaN / Infinity written as null
     matches: dict[str, dict[str, int]] = field(default_factory=dict)  # subject scope: kind -> scanned/by type
 
 
@@ -190,7 +191,13 @@ class ExportTraversal:
             "seen": {f"{rid}|{kind}": sorted(ids) for (rid, kind), ids in self._seen.items()},
             "writers": {f"{rid}|{kind}": writer.checkpoint() for (rid, kind), writer in self._writers.items()},
             "targets": {
-                rid: {"ok": r.ok, "counts": r.counts, "skipped": r.skipped, "secrets": r.secrets_scrubbed}
+                rid: {
+                    "ok": r.ok,
+                    "counts": r.counts,
+                    "skipped": r.skipped,
+                    "secrets": r.secrets_scrubbed,
+                    "nonFinite": r.non_finite,
+                }
                 for rid, r in self._results.items()
             },
             "errors": [e.as_dict() for e in self.errors],
@@ -210,6 +217,7 @@ class ExportTraversal:
                 counts=dict(raw["counts"]),
                 skipped=dict(raw["skipped"]),
                 secrets_scrubbed=int(raw["secrets"]),
+                non_finite=int(raw.get("nonFinite", 0)),
             )
         for key, ids in snapshot["seen"].items():
             rid, kind = key.rsplit("|", 1)
@@ -309,8 +317,13 @@ class ExportTraversal:
             if kind.fetchItem and step.kind in self.requested and kind.item and kind.key_field:
                 key = record.get(kind.key_field) if isinstance(record, dict) else None
                 if isinstance(key, (str, int)) and str(key):
-                    url = url_for(self.catalog, self.endpoints, kind, kind.item, step.target, {**bindings, "id": str(key)})
-                    steps.append(Step(step.target, step.kind, "item", url, step.bindings, rid, record, inherited=step.inherited))
+                    url = self._item_url(step, kind, {**bindings, "id": str(key)})
+                    if url is None:
+                        continue
+                    # the listed record rides in the step (and in a checkpoint in state): scrubbed before it is kept;
+                    # its secrets are counted when the merged record is written
+                    listed, _ = scrub_record(record, self._secret_names)
+                    steps.append(Step(step.target, step.kind, "item", url, step.bindings, rid, listed, inherited=step.inherited))
                     continue
             steps += self._accept(
                 step.target, step.kind, record, rid, bindings, self._source_url(kind, step, record), inherited=step.inherited
@@ -334,16 +347,34 @@ class ExportTraversal:
     def _next_page(self, kind: Kind, step: Step, body: dict[str, Any]) -> str | None:
         try:
             return next_page_url(kind, step.url, step.list_url or step.url, body, step.page)
-        except BadResponseError as exc:
+        except (BadResponseError, UntrustedUrlError) as exc:  # paging_loop, untrusted_url: this list stops here
+            self._error(step, exc.code, exc.message)
+            return None
+
+    def _item_url(self, step: Step, kind: Kind, values: dict[str, str]) -> str | None:
+        """An item's URL; ``None`` (and an ``invalid_id`` error) for an id that is, or decodes to, a dot segment."""
+        assert kind.item
+        try:
+            return url_for(self.catalog, self.endpoints, kind, kind.item, step.target, values)
+        except InvalidIdError as exc:
             self._error(step, exc.code, exc.message)
             return None
 
     def _source_url(self, kind: Kind, step: Step, record: Any) -> str:
         key = record.get(kind.key_field) if isinstance(record, dict) and kind.key_field else None
         if kind.item and isinstance(key, (str, int)) and str(key):
-            return url_for(
-                self.catalog, self.endpoints, kind, kind.item, step.target, {**dict(step.bindings), "id": str(key)}, query=False
-            )
+            try:
+                return url_for(
+                    self.catalog,
+                    self.endpoints,
+                    kind,
+                    kind.item,
+                    step.target,
+                    {**dict(step.bindings), "id": str(key)},
+                    query=False,
+                )
+            except InvalidIdError:
+                pass  # not called; the record is still exported, its source is the list it came from
         return strip_query(step.url)
 
     def _accept(
@@ -369,6 +400,7 @@ class ExportTraversal:
                     self._attributed.setdefault((target.resource_id, kind_name), set()).add(rid)
             if kind.inherit and match in (None, "mention") and kind_name in self.requested:
                 # whether its parent (say, the run of a metric) is the subject's is known only at the end
+                kept, scrubbed = scrub_record(record, self._secret_names)  # kept in state: scrubbed first
                 with self._lock:
                     self._deferred.append(
                         {
@@ -376,7 +408,9 @@ class ExportTraversal:
                             "kind": kind_name,
                             "id": rid,
                             "source": strip_query(source),
-                            "record": record,
+                            "record": kept,
+                            "secrets": scrubbed.secrets,
+                            "nonFinite": scrubbed.non_finite,
                             "match": match,
                         }
                     )
@@ -405,14 +439,15 @@ class ExportTraversal:
                     return
                 written.add(rid)
         result = self._results[target.resource_id]
-        data, scrubbed = scrub_secrets(record, self._secret_names)
+        data, scrubbed = scrub_record(record, self._secret_names)
         line: dict[str, Any] = {"kind": kind_name, "id": rid, "source": strip_query(source), "data": data}
         if match:
             line["matchedBy"] = match
         self._writers[(target.resource_id, kind_name)].write(line)
         with self._lock:
             result.counts[kind_name] = result.counts.get(kind_name, 0) + 1
-            result.secrets_scrubbed += scrubbed
+            result.secrets_scrubbed += scrubbed.secrets
+            result.non_finite += scrubbed.non_finite
 
     def _resolve_deferred(self) -> None:
         by_id = {t.resource_id: t for t in self.request.targets}
@@ -427,6 +462,9 @@ class ExportTraversal:
             self._count_match(target, entry["kind"], match)
             if match and self._results[entry["target"]].ok:
                 self._write(target, entry["kind"], entry["id"], entry["source"], record, match)
+                result = self._results[entry["target"]]
+                result.secrets_scrubbed += int(entry.get("secrets", 0))
+                result.non_finite += int(entry.get("nonFinite", 0))
         self._deferred = []
 
     def _children(self, target: Target, kind_name: str, record: Any, bindings: dict[str, str], *, inherited: bool) -> list[Step]:
@@ -444,7 +482,11 @@ class ExportTraversal:
                 if any(not isinstance(v, (str, int)) or not str(v) for v in values.values()):
                     continue
                 child_bindings = {**bindings, **{k: str(v) for k, v in values.items()}}
-                url = url_for(self.catalog, self.endpoints, child, child.list, target, child_bindings)
+                try:
+                    url = url_for(self.catalog, self.endpoints, child, child.list, target, child_bindings)
+                except InvalidIdError as exc:
+                    self._record_error(child_name, target, exc.code, exc.message)
+                    continue
                 steps.append(
                     Step(
                         target, child_name, "list", url, tuple(sorted(child_bindings.items())), list_url=url, inherited=inherited
@@ -453,7 +495,11 @@ class ExportTraversal:
             elif src.ids and child.item:
                 for child_id in scalar_ids(record, src.ids):
                     if self._first_sight(target, child_name, child_id, inherited=inherited):
-                        url = url_for(self.catalog, self.endpoints, child, child.item, target, {**bindings, "id": child_id})
+                        try:
+                            url = url_for(self.catalog, self.endpoints, child, child.item, target, {**bindings, "id": child_id})
+                        except InvalidIdError as exc:
+                            self._record_error(child_name, target, exc.code, exc.message)
+                            continue
                         steps.append(
                             Step(target, child_name, "item", url, tuple(sorted(bindings.items())), child_id, inherited=inherited)
                         )
@@ -484,9 +530,12 @@ class ExportTraversal:
             self.errors.append(ErrorRecord(code, message, "workspace", target.resource_id))
 
     def _error(self, step: Step, code: str, message: str) -> None:
-        log.warning("step failed", extra={"kind": step.kind, "code": code})
+        self._record_error(step.kind, step.target, code, message)
+
+    def _record_error(self, kind: str, target: Target, code: str, message: str) -> None:
+        log.warning("step failed", extra={"kind": kind, "code": code})
         with self._lock:
-            self.errors.append(ErrorRecord(code, message, step.kind, step.target.resource_id))
+            self.errors.append(ErrorRecord(code, message, kind, target.resource_id))
 
 
 __all__ = ["Endpoints", "ErrorRecord", "ExportResult", "ExportTraversal", "TargetResult"]

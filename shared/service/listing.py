@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urljoin
 
 from shared.domain.catalog import Catalog, Kind, build_path, workspace_path
-from shared.domain.contract import Target
+from shared.domain.contract import LOCATION, Target
 from shared.domain.errors import BadResponseError
-from shared.domain.urls import with_query
+from shared.domain.urls import check_same_collection, with_query
 from shared.ports import AzureML
 
 MAX_PAGES = 100_000
@@ -44,11 +45,13 @@ def url_for(
 
 def next_page_url(kind: Kind, url: str, list_url: str, body: dict[str, Any], page: int) -> str | None:
     """The next page of a list: its nextLink (with our fixed query re-imposed, since a nextLink may drop
-    ``includeSecret=false``), else the first page's URL with the continuation token; None at the end."""
+    ``includeSecret=false``), else the first page's URL with the continuation token; None at the end.
+    A nextLink off the collection's own path raises ``UntrustedUrlError`` (``untrusted_url``)."""
     next_link = body.get("nextLink")
     token = body.get("continuationToken")
     if isinstance(next_link, str) and next_link:
         next_link = urljoin(url, next_link)  # a relative nextLink is relative to the page that gave it
+        check_same_collection(next_link, list_url)  # untrusted_url: never another workspace's or kind's path
         nxt = with_query(next_link, kind.query, override=True) if kind.query else next_link
     elif isinstance(token, str) and token:
         nxt = with_query(list_url, {p: token for p in kind.tokenParams}, override=True)
@@ -78,7 +81,9 @@ def workspace_problem(target: Target, body: Any) -> tuple[str, str] | None:
         return "bad_response", "the workspace GET did not return a JSON object"
     actual = str(body.get("location", "")).replace(" ", "").lower()
     if actual and actual != target.location:
-        return "location_mismatch", f"the workspace is in {actual[:40]!r}, not in the request's location {target.location!r}"
+        # the server's text is echoed only when it is a region name (our words otherwise)
+        where = repr(actual) if re.fullmatch(LOCATION, actual) else "another location"
+        return "location_mismatch", f"the workspace is in {where}, not in the request's location {target.location!r}"
     return None
 
 

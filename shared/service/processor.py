@@ -16,7 +16,7 @@ from typing import Any
 from shared.domain.catalog import Catalog
 from shared.domain.contract import DsrRequest, parse_request
 from shared.domain.errors import RequestRejected, RetryableError, Violation
-from shared.domain.outcome import outcome_event, rejected_event, status_of, utc_now
+from shared.domain.outcome import cap_outcome, outcome_event, rejected_event, status_of, utc_now
 from shared.logs import request_context
 from shared.ports import AuditLog, AzureML, BundleStore, OutcomePublisher
 from shared.service.bundle import bundle_prefix, manifest_name
@@ -115,6 +115,9 @@ def process(body: bytes | str, services: Services, *, budget_seconds: float | No
             log.info("time budget spent: checkpoint saved, continuation needed", extra={"continuation": continuation})
             return ProcessResult(None, suspended=True, continuation=continuation, request=request)
         outcome["data"]["dueBy"] = claim.document.get("dueBy")
+        outcome, cut = cap_outcome(outcome)  # the same capped event in state and on the queue
+        if cut:
+            log.warning("outcome cut to fit one message", extra={"truncated": sorted(outcome["data"].get("truncated", {}))})
         store.finish(claim, outcome)
         publish(outcome, services)
         log.info("request finished", extra={"status": outcome["data"]["status"]})
@@ -226,6 +229,7 @@ def run_export(
         "counts": counts,
         "skipped": {t.target.resource_id: t.skipped for t in result.targets if t.skipped},
         "secretsRedacted": sum(t.secrets_scrubbed for t in result.targets),
+        "nonFiniteNulled": sum(t.non_finite for t in result.targets),
         **({"scope": "subject", "subjectMatches": subject_matches} if subject_matches is not None else {}),
         "calls": result.calls,
     }

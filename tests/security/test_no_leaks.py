@@ -73,20 +73,15 @@ def run_export_and_delete(services: Any, make_request: Any) -> list[dict[str, An
     assert export["data"]["status"] == "completed", export["data"]["errors"]
     full_export = handle(json.dumps(make_request()), services)
     assert full_export["data"]["status"] == "completed", full_export["data"]["errors"]
-    delete = handle(
-        json.dumps(
-            make_request(
-                operation="delete",
-                scope="subject",
-                subject=subject,
-                deleteWorkspace=True,
-                confirmWorkspace=DEMO_TARGET["workspace"],
-            )
-        ),
+    delete = handle(json.dumps(make_request(operation="delete", scope="subject", subject=subject)), services)
+    assert delete["data"]["status"] == "completed", delete["data"]["errors"]
+    # a subject's request never purges a workspace (issue #17): the purge is a workspace-scoped request
+    purge = handle(
+        json.dumps(make_request(operation="delete", deleteWorkspace=True, confirmWorkspace=DEMO_TARGET["workspace"])),
         services,
     )
-    assert delete["data"]["status"] == "completed", delete["data"]["errors"]
-    return [export, full_export, delete]
+    assert purge["data"]["status"] == "completed", purge["data"]["errors"]
+    return [export, full_export, delete, purge]
 
 
 def test_no_secret_or_personal_data_in_any_log_line_of_an_export_and_a_delete(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -25,6 +25,7 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None  # JSON-serialisable, or bytes as is
+    chunks: Iterable[bytes] | None = None  # streamed with chunked encoding instead of body (endless, trickling)
 
 
 Route = Callable[[Seen, "LoopbackServer"], Reply]
@@ -43,6 +44,9 @@ class _Handler(BaseHTTPRequestHandler):
         with owner.lock:
             owner.seen.append(seen)
         reply = owner.route(seen, owner)
+        if reply.chunks is not None:
+            self._stream(reply)
+            return
         payload = (
             reply.body if isinstance(reply.body, bytes) else (b"" if reply.body is None else json.dumps(reply.body).encode())
         )
@@ -54,6 +58,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+    def _stream(self, reply: Reply) -> None:
+        """Chunked transfer until the iterator ends or the client hangs up (how a hostile server is stopped)."""
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for chunk in reply.chunks or ():
+                if chunk:
+                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            self.close_connection = True
 
     do_GET = do_DELETE = do_POST = do_PUT = do_PATCH = do_HEAD = _handle
 

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 import shared.domain.catalog
 from shared.domain.catalog import Catalog, build_path, encode_segment, field_values, load_catalog, scalar_ids, workspace_path
 from shared.domain.contract import DELETE_KINDS, EXPORT_KINDS, Target
+from shared.domain.errors import InvalidIdError
 
 ENDPOINTS_MD = Path(__file__).parents[1] / "fixtures" / "reference" / "endpoints.md"
 ROW_KIND = {
@@ -129,8 +130,17 @@ def test_paths_encode_ids_as_single_segments():
     assert ws.endswith("/resourceGroups/rg(1).x/providers/Microsoft.MachineLearningServices/workspaces/ws-1")
     assert build_path("api/{ws}/models/{id}", ws, {"id": "churn-model:1"}).endswith("/models/churn-model:1")
     assert build_path("api/{ws}/models/{id}", ws, {"id": "a/b?c#d"}).endswith("/models/a%2Fb%3Fc%23d")
-    assert encode_segment("..") == "%2E%2E" and encode_segment(".") == "%2E"
     assert encode_segment("x y%") == "x%20y%25"
+    assert encode_segment("a..b") == "a..b" and encode_segment("...") == "..."
+
+
+@pytest.mark.parametrize("value", [".", "..", "%2E", "%2e%2E", ".%2e", "%252E%252E", "%25252e"])
+def test_an_id_that_is_or_decodes_to_a_dot_segment_is_refused(value):
+    # GIVEN an item id a server handed us that is, or decodes to, '.' or '..'
+    # WHEN it is put into a path THEN it is refused as invalid_id: requests and servers turn %2E%2E back into '..'
+    with pytest.raises(InvalidIdError) as info:
+        build_path("api/{ws}/models/{id}", "ws", {"id": value})
+    assert info.value.code == "invalid_id"
 
 
 def test_references_are_read_from_records():

@@ -226,6 +226,12 @@ RULES: list[tuple[str, Any, str, str]] = [
         "workspace_delete_single_target",
         "targets",
     ),
+    (
+        "deleteWorkspace with scope subject",  # a person's request never purges a shared workspace
+        delete(deleteWorkspace=True, confirmWorkspace="ws-prod", scope="subject", subject=VALID["subject"]),
+        "workspace_delete_subject_scope",
+        "deleteWorkspace",
+    ),
     ("confirmWorkspace on export", message(confirmWorkspace="ws-prod"), "delete_only", "confirmWorkspace"),
     (
         "confirmWorkspace without deleteWorkspace",
@@ -402,6 +408,8 @@ def test_a_request_in_an_envelope_is_its_data(envelope):
         ({**CLOUD_EVENT, "data": json.dumps(VALID)}, "data"),
         ({k: v for k, v in CLOUD_EVENT.items() if k != "data"}, "data"),
         ({**CLOUD_EVENT, "data": [VALID]}, "data"),
+        ({**CLOUD_EVENT, "data_base64": "e30="}, "data_base64"),  # CloudEvents: data and data_base64 are exclusive
+        ({k: v for k, v in CLOUD_EVENT.items() if k != "data"} | {"data_base64": "e30="}, "data"),
         ({k: v for k, v in EVENT_GRID.items() if k != "id"}, "id"),
         ({**EVENT_GRID, "eventType": ""}, "eventType"),
         ({**EVENT_GRID, "data": None}, "data"),
@@ -416,6 +424,8 @@ def test_a_request_in_an_envelope_is_its_data(envelope):
         "ce-data-string",
         "ce-no-data",
         "ce-data-list",
+        "ce-data-and-data-base64",
+        "ce-data-base64-only",
         "eg-no-id",
         "eg-empty-type",
         "eg-data-null",
@@ -632,3 +642,21 @@ def test_every_valid_request_builds_only_allowed_urls_and_plain_blob_names(reque
     # THEN every URL it leads to stays on the configured domains, with the location as one DNS label,
     # and every blob name is a plain relative path
     assert_safe_to_build_urls_and_names(request)
+
+
+def test_delete_workspace_is_refused_with_discover():
+    # GIVEN the request model with a discover field (being added to the contract, §6.2): a subclass stands in
+    # until it lands, so the rule is proven now and keeps applying to the real field
+    from pydantic import ValidationError as PydanticValidationError
+
+    from shared.domain.contract import DsrRequest
+
+    class WithDiscover(DsrRequest):
+        discover: dict[str, Any] | bool | None = None
+
+    body = delete(deleteWorkspace=True, confirmWorkspace="ws-prod", discover={"subject": True})
+    # WHEN it asks for a purge of workspaces found by discovery THEN the rule refuses it
+    with pytest.raises(PydanticValidationError) as info:
+        WithDiscover.model_validate(body)
+    assert info.value.errors()[0]["type"] == "workspace_delete_with_discover"
+    assert WithDiscover.model_validate({**body, "discover": None}).deleteWorkspace

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from shared.domain.catalog import load_catalog
-from shared.domain.errors import BadResponseError, NotFoundError
+from shared.domain.errors import BadResponseError, NotFoundError, UntrustedUrlError
 from shared.ports import ApiResponse
 from shared.service.listing import list_records, next_page_url
 
@@ -35,8 +35,11 @@ def test_next_link_is_followed_through_empty_pages_until_absent():
     first = "https://mms/api/ws/models?api-version=2019-11-01"
     pages = {
         first: {"value": [], "nextLink": "https://mms/api/ws/models?$skipToken=a&api-version=2019-11-01"},
-        "https://mms/api/ws/models?$skipToken=a&api-version=2019-11-01": {"value": [{"id": "m:1"}], "nextLink": "https://mms/p3"},
-        "https://mms/p3?api-version=2019-11-01": {"value": [{"id": "m:2"}], "nextLink": None},
+        "https://mms/api/ws/models?$skipToken=a&api-version=2019-11-01": {
+            "value": [{"id": "m:1"}],
+            "nextLink": "https://mms/api/ws/models?$skipToken=b",
+        },
+        "https://mms/api/ws/models?$skipToken=b&api-version=2019-11-01": {"value": [{"id": "m:2"}], "nextLink": None},
     }
     fake = ScriptedAzureML(pages)
     assert [r["id"] for r in list_records(fake, kind, first)] == ["m:1", "m:2"]
@@ -56,7 +59,9 @@ def test_a_next_link_that_drops_include_secret_gets_it_back():
     query = parse_qs(urlsplit(url).query)
     assert query["includeSecret"] == ["false"] and query["continuationToken"] == ["t2"]
     # and a nextLink asking for secrets is overruled
-    url = next_page_url(kind, "u", "u", {"value": [], "nextLink": "https://exp/ds?includeSecret=true"}, 1)
+    first = "https://exp/ds?includeSecret=false"
+    link = "https://exp/ds?includeSecret=true&continuationToken=t3"
+    url = next_page_url(kind, first, first, {"value": [], "nextLink": link}, 1)
     assert parse_qs(urlsplit(url or "").query)["includeSecret"] == ["false"]
 
 
@@ -100,7 +105,11 @@ def test_a_page_without_a_value_array_is_a_bad_response():
 def test_a_relative_next_link_is_resolved_against_its_page():
     kind = load_catalog().kinds["models"]
     url = next_page_url(
-        kind, "https://mms/api/ws/models?api-version=2019-11-01", "x", {"value": [], "nextLink": "models?$skipToken=b"}, 1
+        kind,
+        "https://mms/api/ws/models?api-version=2019-11-01",
+        "https://mms/api/ws/models?api-version=2019-11-01",
+        {"value": [], "nextLink": "models?$skipToken=b"},
+        1,
     )
     assert url == "https://mms/api/ws/models?$skipToken=b&api-version=2019-11-01"
 
@@ -114,3 +123,42 @@ def test_ids_fall_back_when_the_id_field_is_missing():
     assert record_id(kinds["models"], {"id": "m:1", "name": "m"}) == "m:1"
     anonymous = record_id(kinds["tasks"], {"subject": "x"})
     assert anonymous.startswith("sha256:") and anonymous == record_id(kinds["tasks"], {"subject": "x"})
+
+
+FIRST = "https://mms.example/api/subscriptions/s1/workspaces/ws/models?api-version=2019-11-01"
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "https://mms.example/api/subscriptions/s2/workspaces/ws/models?$skipToken=a",  # another subscription
+        "https://mms.example/api/subscriptions/s1/workspaces/other/models?$skipToken=a",  # another workspace
+        "https://mms.example/api/subscriptions/s1/workspaces/ws/images?$skipToken=a",  # another kind
+        "https://mms.example/api/subscriptions/s1/workspaces/ws/models-x?$skipToken=a",  # a prefix that is not a segment
+        "https://mms.example/api/subscriptions/s1/workspaces/ws/models/../../other/models",  # dot segments
+        "https://mms.example/api/subscriptions/s1/workspaces/ws/models/%2E%2E/%2e%2e/other/models",  # encoded
+        "../other/models?$skipToken=a",  # relative, leaving the collection
+        "https://mms.example:8443/api/subscriptions/s1/workspaces/ws/models?$skipToken=a",  # another port
+        "http://mms.example/api/subscriptions/s1/workspaces/ws/models?$skipToken=a",  # another scheme
+    ],
+)
+def test_a_next_link_off_the_collections_own_path_stops_paging(link):
+    # GIVEN a list page whose nextLink leaves the listed collection (same host or not)
+    kind = load_catalog().kinds["models"]
+    # WHEN the next page is worked out THEN paging stops with untrusted_url; nothing is called
+    with pytest.raises(UntrustedUrlError) as info:
+        next_page_url(kind, FIRST, FIRST, {"value": [], "nextLink": link}, 1)
+    assert info.value.code == "untrusted_url"
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "https://mms.example/api/subscriptions/s1/workspaces/ws/models?$skipToken=a",
+        "https://MMS.example/api/Subscriptions/s1/workspaces/WS/models?$skipToken=a",  # ARM's case-insensitive paths
+        "https://mms.example:443/api/subscriptions/s1/workspaces/ws/models/page/2",  # below the collection
+    ],
+)
+def test_a_next_link_on_the_collections_own_path_is_followed(link):
+    kind = load_catalog().kinds["models"]
+    assert next_page_url(kind, FIRST, FIRST, {"value": [], "nextLink": link}, 1)
