@@ -115,6 +115,10 @@ param downloadHours int = 168
 param eventGridTopicEndpoint string = ''
 
 param concurrency int = 16
+
+@description('Workspaces of one request in flight per instance (DSR_WORKSPACE_CONCURRENCY): fan-out children and dsr process.')
+@minValue(1)
+param workspaceConcurrency int = 8
 param connectTimeoutSeconds int = 10
 param readTimeoutSeconds int = 60
 param maxAttempts int = 8
@@ -249,6 +253,7 @@ var appSettings = {
   DSR_AUTH: 'managed-identity'
   DSR_LEASE_SECONDS: string(leaseSeconds)
   DSR_CONCURRENCY: string(concurrency)
+  DSR_WORKSPACE_CONCURRENCY: string(workspaceConcurrency)
   DSR_CONNECT_TIMEOUT_SECONDS: string(connectTimeoutSeconds)
   DSR_READ_TIMEOUT_SECONDS: string(readTimeoutSeconds)
   DSR_MAX_ATTEMPTS: string(maxAttempts)

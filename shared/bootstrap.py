@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 from shared.domain.catalog import load_catalog
 from shared.logs import protect_existing_handlers
 from shared.ports import DeadLetterStore, OutcomePublisher, RequestSender
-from shared.service.delivery import AUTO_COMPLETE, Delivery, Settlement, Verdict, describe_failure, process_delivery
+from shared.service.delivery import AUTO_COMPLETE, Delivery, Settlement, Verdict, process_delivery
+from shared.service.failures import describe_failure
 from shared.service.processor import Services
 from shared.service.status import cancel_request, request_status
 from shared.service.watchdog import notify_due_soon, sweep
@@ -70,7 +71,7 @@ def build_services(
         return AzureMLHttp(
             credential(),
             scope=settings.token_scope,
-            policy=UrlPolicy(settings.endpoints),
+            policy=UrlPolicy(settings.allowed_endpoints),
             pool_size=settings.concurrency * 2,
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,

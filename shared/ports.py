@@ -23,6 +23,10 @@ class AzureML(Protocol):
 
     def delete(self, url: str) -> ApiResponse: ...
 
+    def post(self, url: str, body: dict[str, Any]) -> ApiResponse:
+        """A JSON POST; only Azure Resource Graph's query endpoint is allowed (``UrlPolicy.check_post``)."""
+        ...
+
 
 class BlockBlob(Protocol):
     """One block blob written in staged blocks (a ``.jsonl`` file of a bundle)."""

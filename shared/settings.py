@@ -38,6 +38,7 @@ class Settings:
             "aether": "https://{location}.aether.ms",
         }
     )
+    resourcegraph_endpoint: str | None = None  # None: the ARM endpoint
     token_scope: str = "https://management.core.windows.net/.default"  # noqa: S105 - a scope, not a secret
     auth: str = "managed-identity"
     managed_identity_client_id: str | None = None
@@ -56,7 +57,18 @@ class Settings:
     watchdog_idle_seconds: float = 300.0
     watchdog_max_requeues: int = 3
     download_hours: int = 168
+    workspace_concurrency: int = 8
     log_level: str = "INFO"
+
+    @property
+    def resource_graph_base(self) -> str:
+        """Where Azure Resource Graph is asked for the workspaces of a ``discover`` request."""
+        return (self.resourcegraph_endpoint or self.endpoints["arm"]).rstrip("/")
+
+    @property
+    def allowed_endpoints(self) -> dict[str, str]:
+        """Every base URL the app may send its token to (the URL policy's allow-list)."""
+        return {**self.endpoints, "resourcegraph": self.resource_graph_base}
 
 
 _ENDPOINT_SETTINGS = {
@@ -178,6 +190,7 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
         state_container=containers["DSR_STATE_CONTAINER"],
         audit_container=containers["DSR_AUDIT_CONTAINER"],
         endpoints=endpoints,
+        resourcegraph_endpoint=_resource_graph_endpoint(text("DSR_RESOURCEGRAPH_ENDPOINT")),
         token_scope=scope,
         auth=auth,
         managed_identity_client_id=text("DSR_MANAGED_IDENTITY_CLIENT_ID"),
@@ -196,6 +209,7 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
         watchdog_idle_seconds=number("DSR_WATCHDOG_IDLE_SECONDS", defaults.watchdog_idle_seconds, minimum=1),
         watchdog_max_requeues=int(number("DSR_WATCHDOG_MAX_REQUEUES", defaults.watchdog_max_requeues, minimum=0, integer=True)),
         download_hours=_download_hours(int(number("DSR_DOWNLOAD_HOURS", defaults.download_hours, minimum=1, integer=True))),
+        workspace_concurrency=int(number("DSR_WORKSPACE_CONCURRENCY", defaults.workspace_concurrency, minimum=1, integer=True)),
         log_level=log_level,
     )
 
@@ -204,6 +218,14 @@ def _download_hours(hours: int) -> int:
     if hours > 168:  # a user delegation key lives at most seven days
         raise ConfigurationError(f"DSR_DOWNLOAD_HOURS must be at most 168 (seven days), got {hours}")
     return hours
+
+
+def _resource_graph_endpoint(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if "{location}" in value:
+        raise ConfigurationError(f"DSR_RESOURCEGRAPH_ENDPOINT is one global endpoint: no {{location}} placeholder ({value!r})")
+    return _validate_endpoint("DSR_RESOURCEGRAPH_ENDPOINT", value)
 
 
 def require_storage(settings: Settings) -> None:

@@ -10,6 +10,7 @@ limit it learns from 429s, and adapts the concurrency.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -33,7 +34,7 @@ from shared.domain.errors import (
     safe_service_code,
 )
 from shared.domain.governor import Governor
-from shared.domain.urls import UrlPolicy, redact_url
+from shared.domain.urls import UrlPolicy, check_post, redact_url
 from shared.ports import ApiResponse, TokenSource
 
 log = logging.getLogger("dsr.http")
@@ -109,6 +110,10 @@ class AzureMLHttp:
     def delete(self, url: str) -> ApiResponse:
         return self.request("DELETE", url)
 
+    def post(self, url: str, body: dict[str, Any]) -> ApiResponse:
+        check_post(self._policy, url)
+        return self.request("POST", url, body=body)
+
     def governor(self, url: str) -> Governor:
         """The rate governor of ``url``'s origin, shared by every thread of the process."""
         if self._governor is not None:
@@ -121,7 +126,7 @@ class AzureMLHttp:
                 found = self._governors[origin] = Governor(max_concurrency=self._max_concurrency, sleep=self._sleep)
             return found
 
-    def request(self, method: str, url: str) -> ApiResponse:
+    def request(self, method: str, url: str, *, body: dict[str, Any] | None = None) -> ApiResponse:
         self._policy.check(url)
         governor = self.governor(url)
         last: AzureMLError | None = None
@@ -129,7 +134,7 @@ class AzureMLHttp:
             backoff = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
             permit = governor.acquire()
             try:
-                response = self._once(method, url)
+                response = self._once(method, url, body)
             except ThrottledError as exc:
                 # every thread pauses (Retry-After, else the backoff); a 429 also teaches the governor the limit
                 delay = capped_wait(exc.retry_after, self._max_retry_after, default=backoff)
@@ -170,15 +175,19 @@ class AzureMLHttp:
         last.message = f"{last.message} (gave up after {self._max_attempts} attempts)"
         raise last
 
-    def _once(self, method: str, url: str) -> ApiResponse:
+    def _once(self, method: str, url: str, payload: dict[str, Any] | None = None) -> ApiResponse:
         token = self._credential.get_token(self._scope).token
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json", "User-Agent": "aml-dsr/1.0"}
+        data = None
+        if payload is not None:
+            data = json.dumps(payload).encode()
+            headers["Content-Type"] = "application/json"
         with self._count_lock:
             self.calls += 1
         started = time.monotonic()
         try:
             response = self._session.request(
-                method, url, headers=headers, timeout=self._timeout, allow_redirects=False, stream=True
+                method, url, headers=headers, data=data, timeout=self._timeout, allow_redirects=False, stream=True
             )
             content = self._read_body(response)
         except (requests.ConnectionError, requests.Timeout) as exc:

@@ -11,7 +11,15 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from shared.domain.errors import RequestRejected, Violation
@@ -47,6 +55,9 @@ REQUEST_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 RESOURCE_GROUP = r"^[A-Za-z0-9._()-]*[A-Za-z0-9_()-]$"
 WORKSPACE = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 LOCATION = r"^[a-z][a-z0-9]{1,39}$"
+MANAGEMENT_GROUP = r"^[A-Za-z0-9][A-Za-z0-9._()-]{0,89}$"
+MAX_DISCOVER_SUBSCRIPTIONS = 1000
+MAX_DISCOVER_MANAGEMENT_GROUPS = 50
 UPN = r"^[^@\s]{1,128}@[^@\s]{1,253}$"
 # C0, DEL and C1 controls, the Unicode line/paragraph separators, and the bidi embedding/override/isolate
 # characters ("Trojan Source"): none belongs in an id, a name or a one-line free text, and each can
@@ -85,12 +96,44 @@ class Subject(BaseModel):
     upn: Annotated[str | None, Field(max_length=256, pattern=UPN)] = None
 
 
+class Discover(BaseModel):
+    """Contract 6.2: the scope in which Azure Resource Graph finds the workspaces (exactly one of the two)."""
+
+    model_config = _Strict
+    subscriptions: (
+        Annotated[list[Annotated[str, Field(pattern=GUID)]], Field(min_length=1, max_length=MAX_DISCOVER_SUBSCRIPTIONS)] | None
+    ) = None
+    managementGroups: (
+        Annotated[
+            list[Annotated[str, Field(pattern=MANAGEMENT_GROUP)]], Field(min_length=1, max_length=MAX_DISCOVER_MANAGEMENT_GROUPS)
+        ]
+        | None
+    ) = None
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> Discover:
+        given = [name for name in ("subscriptions", "managementGroups") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise _rule(
+                "discover_scope",
+                "discover",
+                "must hold exactly one of subscriptions (1-1000 GUIDs) and managementGroups (1-50 names)",
+            )
+        for name in given:
+            values: list[str] = getattr(self, name)
+            if len({v.lower() for v in values}) != len(values):
+                raise _rule("duplicate_value", f"discover.{name}", "names the same value more than once")
+        return self
+
+
 class DsrRequest(BaseModel):
     model_config = _Strict
     schemaVersion: Literal["1"]
     requestId: Annotated[str, Field(min_length=1, max_length=64, pattern=REQUEST_ID)]
     operation: Literal["export", "delete"]
-    targets: Annotated[list[Target], Field(min_length=1, max_length=100)]
+    # left out (empty) only when ``discover`` finds the workspaces; an explicit [] is too few
+    targets: Annotated[list[Target], Field(default_factory=list, min_length=1, max_length=100)]
+    discover: Discover | None = None
     resourceKinds: list[str] | None = None
     scope: Literal["workspace", "subject"] = "workspace"
     subject: Subject | None = None
@@ -125,6 +168,23 @@ class DsrRequest(BaseModel):
                 )
             if len(set(self.resourceKinds)) != len(self.resourceKinds):
                 raise _rule("duplicate_value", "resourceKinds", "names a kind more than once")
+        if self.discover is not None:
+            if self.targets:
+                raise _rule("targets_or_discover", "discover", "give either targets or discover, not both")
+            if self.scope != "subject":
+                raise _rule(
+                    "discover_needs_subject_scope",
+                    "scope",
+                    "must be 'subject' with discover (a workspace-wide request names its workspaces in targets)",
+                )
+            if self.deleteWorkspace:
+                raise _rule(
+                    "discover_forbids_workspace_delete",
+                    "deleteWorkspace",
+                    "is not allowed with discover; name the workspace in targets",
+                )
+        elif not self.targets:
+            raise _rule("missing_field", "targets", "is required (or discover, to find the workspaces with Resource Graph)")
         seen: set[tuple[str, str, str]] = set()
         for i, target in enumerate(self.targets):
             if target.key in seen:
@@ -146,13 +206,6 @@ class DsrRequest(BaseModel):
                     "deleteWorkspace",
                     "cannot be combined with scope 'subject': a person's request never purges a shared workspace",
                 )
-            if getattr(self, "discover", None):
-                # the workspaces of a discovery are found, not named: none of them is purged on that basis
-                raise _rule(
-                    "workspace_delete_with_discover",
-                    "deleteWorkspace",
-                    "cannot be combined with discover: only a workspace named in targets and confirmed is purged",
-                )
             if len(self.targets) != 1:
                 raise _rule("workspace_delete_single_target", "targets", "deleteWorkspace needs exactly one target")
             if self.confirmWorkspace != self.targets[0].workspace:
@@ -164,6 +217,26 @@ class DsrRequest(BaseModel):
         elif self.confirmWorkspace is not None:
             raise _rule("confirm_without_delete", "confirmWorkspace", "is only meaningful with deleteWorkspace: true")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unused(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The message as it may be sent again (continuations, re-enqueues): ``targets`` or ``discover``."""
+        data: dict[str, Any] = handler(self)
+        if self.discover is not None:
+            data.pop("targets", None)
+            data["discover"] = {k: v for k, v in data["discover"].items() if v is not None}
+        else:
+            data.pop("discover", None)
+        return data
+
+    @property
+    def fleet(self) -> bool:
+        """Runs as one child per workspace (fan-out): discovered, or more than one target."""
+        return self.discover is not None or len(self.targets) > 1
+
+    def for_workspace(self, target: Target) -> DsrRequest:
+        """The same request narrowed to one workspace (same requestId: one bundle, one audit log)."""
+        return self.model_copy(update={"targets": [target], "discover": None})
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -227,6 +300,8 @@ _FIELD_RULES: dict[str, str] = {
     "operation": '"export" or "delete"',
     "scope": '"workspace" or "subject"',
     "targets": "1 to 100 workspaces",
+    "subscriptions": "1 to 1000 subscription GUIDs",
+    "managementGroups": "1 to 50 management group names: letters, digits, '._()-', at most 90, starting with a letter or digit",
     "requestedBy": "at most 128 characters",
     "dueBy": "an RFC 3339 date-time with a time zone",
 }
@@ -260,7 +335,9 @@ def _violations(error: ValidationError) -> list[Violation]:
         code, text = _PYDANTIC_CODES.get(etype, ("invalid_value", "is not valid"))
         if etype == "literal_error" and not isinstance(err.get("input"), str):
             code, text = "wrong_type", "must be a string"  # 1 for "1" is a wrong type, not a wrong value
-        rule = _FIELD_RULES.get(str(loc[-1]) if loc else "", "")
+        named = [p for p in loc if isinstance(p, str)]
+        in_discover = len(named) >= 2 and named[-2] == "discover"  # discover.subscriptions[3]: the list's rule
+        rule = _FIELD_RULES.get(named[-1] if in_discover else (str(loc[-1]) if loc else ""), "")
         message = f"{field} {text}" + (f"; expected {rule}" if rule and code not in ("missing_field", "unknown_field") else "")
         out.append(Violation(code, field, message))
     return out

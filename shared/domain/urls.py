@@ -105,6 +105,18 @@ def check_same_collection(link: str, collection_url: str) -> str:
     return link
 
 
+RESOURCE_GRAPH_PATH = "/providers/microsoft.resourcegraph/resources"
+
+
+def check_post(policy: UrlPolicy, url: str) -> str:
+    """A POST may only query Azure Resource Graph: every other POST of ARM is an action (``listKeys``,
+    ``listSecrets``, ``token``...) that an export must never call."""
+    policy.check(url)
+    if not urlsplit(url).path.lower().rstrip("/").endswith(RESOURCE_GRAPH_PATH):
+        raise UntrustedUrlError("refused a POST: only the Resource Graph query endpoint may be posted to")
+    return url
+
+
 def strip_query(url: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))

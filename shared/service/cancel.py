@@ -41,3 +41,10 @@ def cancelled_export(request_id: str, store: BundleStore, *, started_at: str, st
             "discardedFiles": discarded,
         },
     )
+
+
+def recast_cancelled(event: dict[str, Any]) -> dict[str, Any]:
+    """The same outcome (a fan-out delete's merged parts: what each workspace did before it stopped) as the
+    request's ``cancelled`` outcome."""
+    data = {k: v for k, v in event["data"].items() if k not in ("requestId", "operation", "status")}
+    return outcome_event(event["data"]["requestId"], event["data"]["operation"], "cancelled", data)

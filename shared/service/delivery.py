@@ -36,10 +36,12 @@ from typing import Any, Literal, Protocol
 
 from shared.domain import contract
 from shared.domain.deadletter import REPLAY_COUNT
-from shared.domain.errors import DsrError, PermanentError, RequestRejected
+from shared.domain.errors import DsrError, RequestRejected
 from shared.domain.outcome import failed_event, unreadable_id
-from shared.logs import redact, request_context
+from shared.logs import request_context
 from shared.ports import RequestSender
+from shared.service import fanout
+from shared.service.failures import describe_failure
 from shared.service.processor import Services, process, publish
 from shared.service.state import LeaseLost, RequestBusy
 
@@ -120,14 +122,17 @@ def process_delivery(body: bytes | str, delivery: Delivery, services: Services, 
         "lastDelivery": last,
         "enqueuedTime": delivery.enqueued_time.isoformat() if delivery.enqueued_time else None,
     }
-    for name in (CONTINUATION, REQUEUE, REPLAY_COUNT):
+    for name in (CONTINUATION, REQUEUE, REPLAY_COUNT, fanout.WORKSPACE):
         if name in delivery.properties:
             facts[name] = delivery.properties[name]
     log.info("message received", extra=facts)
     held = _HeldOutcomes()
     budget = services.settings.time_budget_seconds if requests is not None else None
+    index = fanout.child_index(delivery.properties)
+    if index is not None:
+        return _process_child(body, index, delivery, services, requests, budget, last, facts)
     try:
-        result = process(body, dataclasses.replace(services, publishers=[held]), budget_seconds=budget)
+        result = process(body, dataclasses.replace(services, publishers=[held]), budget_seconds=budget, requests=requests)
     except (RequestBusy, LeaseLost) as exc:
         request_id, _ = request_identity(body)
         with request_context(request_id):
@@ -151,6 +156,8 @@ def process_delivery(body: bytes | str, delivery: Delivery, services: Services, 
                 return _failure(exc, body, delivery, services, last)
             log.info("time budget spent: continuation sent", extra={**facts, "continuation": result.continuation})
         return Verdict("complete", code="continued", reason=f"continuation {result.continuation} sent")
+    if result.fanned_out:
+        return Verdict("complete", code="fanned_out", reason="one message per workspace was sent")
     try:
         _publish(held.events, services)
     except Exception as exc:  # noqa: BLE001 - an outcome that cannot be published is a transient failure
@@ -162,6 +169,68 @@ def process_delivery(body: bytes | str, delivery: Delivery, services: Services, 
             log.error("the outcome could not be published on the last delivery", extra={**facts, "code": code})
             return Verdict("dead_letter", code=code, reason=message)
     return Verdict("complete", outcome=result.event)
+
+
+def _process_child(
+    body: bytes | str,
+    index: int,
+    delivery: Delivery,
+    services: Services,
+    requests: RequestSender | None,
+    budget: float | None,
+    last: bool,
+    facts: dict[str, Any],
+) -> Verdict:
+    """One workspace of a fanned-out request (``shared.service.fanout``). It never publishes an outcome of
+    its own: only the request's one outcome, when this child was the last to finish."""
+    request_id, _ = request_identity(body)
+    with request_context(request_id):
+        try:
+            request = contract.parse_request(body)
+        except RequestRejected:
+            log.error("a workspace message that is not a valid request was dropped", extra=facts)
+            return Verdict("complete", code="invalid_child", reason="not a valid request")
+        if index < 0:
+            log.error("a workspace message with an unreadable index was dropped", extra=facts)
+            return Verdict("complete", code="invalid_child", reason="unreadable workspace index")
+        try:
+            run = fanout.run_child(request, index, services, budget_seconds=budget, last=last)
+        except (RequestBusy, LeaseLost) as exc:
+            log.info(
+                "another worker owns this workspace; this delivery is dropped as a duplicate", extra={**facts, "code": exc.code}
+            )
+            return Verdict("complete", code=exc.code, reason=exc.message)
+        except Exception as exc:  # noqa: BLE001 - classified; a child never publishes a failed outcome of its own
+            code, message, _ = describe_failure(exc)
+            extra = {**facts, "code": code, "error": type(exc).__name__}
+            if last:
+                log.error("workspace failure on the last delivery; the message goes to the dead-letter queue", extra=extra)
+                return Verdict("dead_letter", code=code, reason=message)
+            log.warning("workspace failure; the message will be redelivered", extra=extra)
+            return Verdict("redeliver", code=code, reason=message)
+        if run.kind == "suspended":
+            assert requests is not None
+            try:
+                requests.send_request(
+                    request.model_dump(mode="json"),
+                    message_id=f"{fanout.child_id(request.requestId, index)}:cont:{run.continuation}",
+                    properties={fanout.WORKSPACE: index, CONTINUATION: run.continuation},
+                )
+            except Exception as exc:  # noqa: BLE001 - without a continuation, redelivery resumes from the checkpoint
+                code, message, _ = describe_failure(exc)
+                return Verdict("dead_letter" if last else "redeliver", code=code, reason=message)
+            log.info("time budget spent: workspace continuation sent", extra={**facts, "continuation": run.continuation})
+            return Verdict("complete", code="continued", reason=f"continuation {run.continuation} sent")
+        if run.event is None:
+            return Verdict("complete", code=run.kind)
+        try:
+            publish(run.event, services)
+            fanout.mark_published(services.state(), request.requestId)
+        except Exception as exc:  # noqa: BLE001 - the stored outcome is published again by a redelivery
+            code, message, _ = describe_failure(exc)
+            log.warning("the outcome could not be published; the message will be redelivered", extra={**facts, "code": code})
+            return Verdict("dead_letter" if last else "redeliver", code=code, reason=message)
+        return Verdict("complete", outcome=run.event)
 
 
 def _failure(exc: Exception, body: bytes | str, delivery: Delivery, services: Services, last: bool) -> Verdict:
@@ -184,26 +253,6 @@ def _failure(exc: Exception, body: bytes | str, delivery: Delivery, services: Se
             return Verdict("dead_letter", outcome=event if published else None, code=code, reason=message)
         log.warning("transient failure; the message will be redelivered", extra=extra)
         return Verdict("redeliver", code=code, reason=message)
-
-
-def describe_failure(exc: BaseException) -> tuple[str, str, bool]:
-    """``(code, message, permanent)`` of an exception, fit for an outcome event: no stack trace, no secret."""
-    if isinstance(exc, (PermanentError, RequestRejected)):
-        return exc.code, redact(exc.message), True
-    if isinstance(exc, DsrError):  # RetryableError, ConfigurationError (fixed by ops, then replayed), ...
-        return exc.code, redact(exc.message), False
-    if is_azure_sdk_error(exc):
-        return (
-            "azure_service_unavailable",
-            f"an Azure service call failed ({type(exc).__name__}); the request is retried from the queue",
-            False,
-        )
-    return "internal_error", f"unexpected {type(exc).__name__}; see the logs", False
-
-
-def is_azure_sdk_error(exc: BaseException) -> bool:
-    """An azure-core ``AzureError`` (storage, Service Bus, identity), recognised without importing an SDK here."""
-    return any(cls.__name__ == "AzureError" and cls.__module__ == "azure.core.exceptions" for cls in type(exc).__mro__)
 
 
 def request_identity(body: bytes | str) -> tuple[str, str | None]:

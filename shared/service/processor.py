@@ -16,16 +16,15 @@ from typing import Any
 from shared.domain.catalog import Catalog
 from shared.domain.contract import DsrRequest, parse_request
 from shared.domain.errors import RequestRejected, RetryableError, Violation
-from shared.domain.outcome import cap_outcome, outcome_event, rejected_event, status_of, utc_now
+from shared.domain.outcome import cap_outcome, rejected_event, utc_now
 from shared.logs import request_context
-from shared.ports import AuditLog, AzureML, BundleStore, OutcomePublisher
-from shared.service.bundle import bundle_prefix, manifest_name
+from shared.ports import AuditLog, AzureML, BundleStore, OutcomePublisher, RequestSender
+from shared.service import fanout
+from shared.service.bundle import manifest_name
 from shared.service.cancel import cancelled_export
 from shared.service.delete import run_delete
-from shared.service.export import ExportTraversal
-from shared.service.listing import Endpoints
-from shared.service.report import write_readable_export
 from shared.service.state import CancelWatch, Claim, LeaseKeeper, LeaseLost, RequestIdReused, StateStore
+from shared.service.workspaces import TRANSIENT_CODES, export_part_data, export_traversal, finish, with_workspaces
 from shared.settings import Settings
 
 log = logging.getLogger("dsr.processor")
@@ -53,6 +52,7 @@ class ProcessResult:
     suspended: bool = False
     continuation: int = 0
     request: DsrRequest | None = None
+    fanned_out: bool = False  # one child message per workspace was sent; the last child publishes the outcome
 
 
 def handle(body: bytes | str, services: Services) -> dict[str, Any]:
@@ -62,7 +62,10 @@ def handle(body: bytes | str, services: Services) -> dict[str, Any]:
     return result.event
 
 
-def process(body: bytes | str, services: Services, *, budget_seconds: float | None) -> ProcessResult:
+def process(
+    body: bytes | str, services: Services, *, budget_seconds: float | None, requests: RequestSender | None = None
+) -> ProcessResult:
+    """``requests``: the request queue, to fan a many-workspace request out on (else it runs here)."""
     started_at = utc_now()
     try:
         request = parse_request(body)
@@ -103,6 +106,9 @@ def process(body: bytes | str, services: Services, *, budget_seconds: float | No
                 "resumed": claim.checkpoint is not None,
             },
         )
+        cancelled_before_fleet = claim.document.get("cancelRequested") and not isinstance(claim.document.get("fleet"), dict)
+        if request.fleet and not cancelled_before_fleet:  # (a request cancelled before its fan-out stops below)
+            return _run_fleet(request, services, store, claim, requests)
         clock = time.monotonic()
         try:
             outcome = _run_owned(request, services, store, claim, started_at, budget_seconds, clock)
@@ -124,7 +130,28 @@ def process(body: bytes | str, services: Services, *, budget_seconds: float | No
         return ProcessResult(outcome, request=request)
 
 
-TRANSIENT_CODES = frozenset({"transient_error", "throttled", "connection_failed", "bad_json"})
+def _run_fleet(
+    request: DsrRequest, services: Services, store: StateStore, claim: Claim, requests: RequestSender | None
+) -> ProcessResult:
+    """Many workspaces: record them, then fan out (queue) or run them here (CLI); see ``fanout``."""
+    try:
+        with LeaseKeeper(store, claim) as lease:
+            fanout.record_fleet(request, services, store, claim)
+            if lease.lost.is_set():
+                raise LeaseLost("another worker took over this request; this worker stops")
+        if requests is not None:
+            event = fanout.dispatch(request, services, store, claim, requests)
+            if event is None:
+                return ProcessResult(None, request=request, fanned_out=True)
+        else:
+            event = fanout.run_here(request, services, store, claim)
+    except BaseException:
+        store.abandon(claim)
+        raise
+    publish(event, services)
+    fanout.mark_published(store, request.requestId)
+    log.info("request finished", extra={"status": event["data"]["status"]})
+    return ProcessResult(event, request=request)
 
 
 def _run_owned(
@@ -155,8 +182,11 @@ def _run_owned(
             if outcome is None and cancel_requested() and not lease.lost.is_set():
                 outcome = cancelled_export(request.requestId, services.bundles(), started_at=started_at, state=claim.document)
         else:
-            outcome = run_delete(
-                request, services, started_at, checkpoint=claim.checkpoint, save=save, cancel_requested=cancel_requested
+            outcome = with_workspaces(
+                run_delete(
+                    request, services, started_at, checkpoint=claim.checkpoint, save=save, cancel_requested=cancel_requested
+                ),
+                request,
             )
         if lease.lost.is_set():
             raise LeaseLost("another worker took over this request; this worker stops")
@@ -188,72 +218,11 @@ def run_export(
     should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any] | None:
     """The export; ``None`` when it stopped at a checkpoint (time budget, lost lease) before the end."""
-    settings = services.settings
-    store = services.bundles()
-    manifest = manifest_name(request.requestId)
     resume = checkpoint.get("export") if isinstance(checkpoint, dict) else None
     if resume is None:
-        store.delete(manifest)  # a reader must never trust a manifest while its files are being rewritten
-    clock = time.monotonic()
-    traversal = ExportTraversal(
-        request,
-        catalog=services.catalog,
-        endpoints=Endpoints(settings.endpoints),
-        aml=services.aml(),
-        store=store,
-        concurrency=settings.concurrency,
-        checkpoint=resume,
-        checkpoint_seconds=settings.checkpoint_seconds,
-        on_checkpoint=(lambda snap: save({"export": snap})) if save else None,
-        should_stop=should_stop,
-    )
-    result = traversal.run()
+        # a reader must never trust a manifest while its files are being rewritten
+        services.bundles().delete(manifest_name(request.requestId))
+    result = export_traversal(request, services, checkpoint=checkpoint, save=save, should_stop=should_stop)
     if result.suspended:
         return None
-    succeeded = [t for t in result.targets if t.ok]
-    status = status_of(len(result.errors), len(succeeded), len(result.targets))
-    counts = {t.target.resource_id: {k: t.counts.get(k, 0) for k in request.kinds} for t in succeeded}
-    errors = [e.as_dict() for e in result.errors]
-    completed_at = utc_now()
-    subject_matches = {t.target.resource_id: t.matches for t in succeeded} if request.scope == "subject" else None
-    document = {
-        "schemaVersion": "1",
-        "requestId": request.requestId,
-        "request": request.model_dump(mode="json"),
-        "status": status,
-        "errors": errors,
-        "startedAt": started_at,
-        "completedAt": completed_at,
-        "container": settings.export_container,
-        "files": [f.as_dict() for f in result.files],
-        "counts": counts,
-        "skipped": {t.target.resource_id: t.skipped for t in result.targets if t.skipped},
-        "secretsRedacted": sum(t.secrets_scrubbed for t in result.targets),
-        "nonFiniteNulled": sum(t.non_finite for t in result.targets),
-        **({"scope": "subject", "subjectMatches": subject_matches} if subject_matches is not None else {}),
-        "calls": result.calls,
-    }
-    # the readable page and the zip (which holds the manifest too) come first: the manifest is written last
-    readable = write_readable_export(store, document, settings) if status in ("completed", "partially_completed") else {}
-    store.put_json(manifest, document)
-    log.info(
-        "export written", extra={"files": len(result.files), "calls": result.calls, "seconds": round(time.monotonic() - clock, 3)}
-    )
-    return outcome_event(
-        request.requestId,
-        "export",
-        status,
-        {
-            "counts": counts,
-            "bundle": {
-                "container": settings.export_container,
-                "prefix": bundle_prefix(request.requestId),
-                "manifest": manifest,
-                **readable,
-            },
-            "errors": errors,
-            "startedAt": started_at,
-            "completedAt": completed_at,
-            **({"scope": "subject", "subjectMatches": subject_matches} if subject_matches is not None else {}),
-        },
-    )
+    return finish(request, services, started_at, [(t.resource_id, export_part_data(request, result)) for t in request.targets])

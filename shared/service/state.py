@@ -108,7 +108,7 @@ class StateStore:
     def _stamp(self) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
 
-    def claim(self, request_id: str, request_json: dict[str, Any]) -> Claim:
+    def claim(self, request_id: str, request_json: dict[str, Any], *, extra: dict[str, Any] | None = None) -> Claim:
         """Take the request, or say why not. Each claim has its own owner token, so two deliveries of one
         request in the same process are told apart as well as two processes are."""
         fingerprint = request_fingerprint(request_json)
@@ -135,6 +135,7 @@ class StateStore:
                     "outcome": None,
                     "continuations": 0,
                     "requeues": 0,
+                    **(extra or {}),
                 }
                 try:
                     etag = self.backend.create(request_id, doc)
@@ -270,12 +271,40 @@ class StateStore:
             if not found:
                 continue
             doc, etag = found
-            if doc.get("status") in FINAL or doc.get("dueSoonNotifiedAt") or not isinstance(doc.get("dueBy"), str):
+            if (
+                doc.get("status") in FINAL
+                or doc.get("dueSoonNotifiedAt")
+                or doc.get("parent")
+                or not isinstance(doc.get("dueBy"), str)
+            ):
                 continue
             due = parse_rfc3339(doc["dueBy"])
             if due is not None and due.timestamp() - now <= within_seconds:
                 out.append((doc, etag))
         return out
+
+    def modify(
+        self, request_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> tuple[dict[str, Any], bool] | None:
+        """Read-change-write under the document's ETag, again from a fresh read on a conflict, without
+        owning it (children record their results in their parent's document this way). ``change`` returns
+        the fields to set, or None to leave the document as it is. Returns (document, changed); None when
+        there is no document."""
+        for _ in range(50):
+            found = self.backend.read(request_id)
+            if found is None:
+                return None
+            doc, etag = found
+            changes = change(doc)
+            if changes is None:
+                return doc, False
+            new = {**doc, **changes, "updatedAt": self._stamp()}
+            try:
+                self.backend.replace(request_id, new, etag)
+            except StateConflict:
+                continue
+            return new, True
+        raise RetryableError("the request state kept changing under us", code="state_contention")
 
     def change_if_unchanged(self, doc: dict[str, Any], etag: str, **changes: Any) -> bool:
         """Change a document read by ``stale`` unless someone changed it since (the watchdog's writes)."""
@@ -305,15 +334,25 @@ class StateStore:
 class CancelWatch:
     """``cancel_requested()`` for the worker's checkpoints: true once the request's state carries the cancel
     mark. It looks at the owned document (refreshed by every lease renewal and checkpoint save) and, at most
-    every ``interval`` seconds, reads the state itself, so any instance notices within one interval."""
+    every ``interval`` seconds, reads the request's state itself (for a fan-out child: its request's, where a
+    cancel is written), so any instance notices within one interval."""
 
-    def __init__(self, store: StateStore, claim: Claim, *, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        claim: Claim,
+        *,
+        interval: float,
+        request_id: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.claim = claim
+        self.request_id = request_id or claim.document["requestId"]  # a workspace's child watches its request
         self.interval = interval
         self.clock = clock
         self._seen = bool(claim.document.get("cancelRequested"))
-        self._last = clock()
+        self._last = clock() - interval  # the first call looks
         self._lock = threading.Lock()
 
     def __call__(self) -> bool:
@@ -325,7 +364,7 @@ class CancelWatch:
                 return False
             self._last = self.clock()
             try:
-                found = self.store.read(self.claim.document["requestId"])
+                found = self.store.read(self.request_id)
             except Exception as exc:  # noqa: BLE001 - a failed look is repeated at the next checkpoint
                 log.warning("could not read the request state for a cancel", extra={"error": type(exc).__name__})
                 return False

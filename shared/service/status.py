@@ -53,6 +53,16 @@ def _running_workspaces(doc: dict[str, Any], status: str) -> dict[str, dict[str,
     found: dict[str, dict[str, Any]] = {
         rid: {"workspace": rid, "status": status, "counts": {}} for rid in _resource_ids(doc.get("request"))
     }
+    fleet = doc.get("fleet")
+    if isinstance(fleet, dict) and isinstance(fleet.get("workspaces"), list):  # fanned out: the results recorded so far
+        results = fleet.get("results") if isinstance(fleet.get("results"), dict) else {}
+        for index, entry in enumerate(fleet["workspaces"]):
+            rid = str(entry.get("workspace")) if isinstance(entry, dict) else str(index)
+            done = results.get(str(index))
+            if isinstance(done, dict):
+                found[rid] = {"workspace": rid, "status": done.get("status"), "counts": done.get("counts") or {}}
+            else:
+                found[rid] = {"workspace": rid, "status": "in_progress", "counts": {}}
     checkpoint = doc.get("checkpoint")
     if not isinstance(checkpoint, dict):
         return found

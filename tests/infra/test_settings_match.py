@@ -47,7 +47,6 @@ LOCAL_ONLY: Mapping[str, str] = {
 # Deployed before the code on this branch reads them (contract section 6, built on other branches). Harmless once
 # the code reads them too; delete an entry then.
 AHEAD_OF_CODE: Mapping[str, str] = {
-    "DSR_RESOURCEGRAPH_ENDPOINT": "contract 6.2, discovery with Azure Resource Graph",
     "DSR_DOWNLOAD_HOURS": "contract 6.4, download links (user delegation SAS)",
     "DSR_ARM_ML_API_VERSION": "contract 6.1, api-version of the v2 (ARM) kinds",
 }

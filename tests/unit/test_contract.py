@@ -642,21 +642,3 @@ def test_every_valid_request_builds_only_allowed_urls_and_plain_blob_names(reque
     # THEN every URL it leads to stays on the configured domains, with the location as one DNS label,
     # and every blob name is a plain relative path
     assert_safe_to_build_urls_and_names(request)
-
-
-def test_delete_workspace_is_refused_with_discover():
-    # GIVEN the request model with a discover field (being added to the contract, §6.2): a subclass stands in
-    # until it lands, so the rule is proven now and keeps applying to the real field
-    from pydantic import ValidationError as PydanticValidationError
-
-    from shared.domain.contract import DsrRequest
-
-    class WithDiscover(DsrRequest):
-        discover: dict[str, Any] | bool | None = None
-
-    body = delete(deleteWorkspace=True, confirmWorkspace="ws-prod", discover={"subject": True})
-    # WHEN it asks for a purge of workspaces found by discovery THEN the rule refuses it
-    with pytest.raises(PydanticValidationError) as info:
-        WithDiscover.model_validate(body)
-    assert info.value.errors()[0]["type"] == "workspace_delete_with_discover"
-    assert WithDiscover.model_validate({**body, "discover": None}).deleteWorkspace
