@@ -55,7 +55,8 @@ def _running_workspaces(doc: dict[str, Any], status: str) -> dict[str, dict[str,
     }
     fleet = doc.get("fleet")
     if isinstance(fleet, dict) and isinstance(fleet.get("workspaces"), list):  # fanned out: the results recorded so far
-        results = fleet.get("results") if isinstance(fleet.get("results"), dict) else {}
+        raw_results = fleet.get("results")
+        results: dict[str, Any] = raw_results if isinstance(raw_results, dict) else {}
         for index, entry in enumerate(fleet["workspaces"]):
             rid = str(entry.get("workspace")) if isinstance(entry, dict) else str(index)
             done = results.get(str(index))
