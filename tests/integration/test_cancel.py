@@ -159,3 +159,61 @@ def test_dsr_status_and_cancel_print_one_document_and_exit_by_answer(dsr_env, ma
     code, link = dsr("link", body["requestId"])
     assert code == 0 and link["download"]["url"].startswith("http") and "sig=" in link["download"]["url"]
     assert dsr("link", "TCK-UNKNOWN-2")[0] == 1
+
+
+def test_cancel_reaches_every_workspace_of_a_fanned_out_export(monkeypatch, emulator, dsr_env, make_request, publisher):
+    # GIVEN an export of two workspaces, each a child with its own state, running slowly side by side
+    from tests.support.bundles import DEMO_TARGET
+    from tools.emulator import SECOND_LOCATION, SECOND_WORKSPACE
+
+    services = slow_services(monkeypatch, emulator, publisher)
+    body = make_request(targets=[DEMO_TARGET, {**DEMO_TARGET, "workspace": SECOND_WORKSPACE, "location": SECOND_LOCATION}])
+    thread, box = run_in_background(body, services)
+    store = other_instance(services)
+    children = [f"{body['requestId']}:ws:{i}" for i in (0, 1)]
+    wait_for(
+        lambda: all((found := store.read(c)) is not None and found[0].get("checkpoint") for c in children),
+        "both children's checkpoints",
+    )
+    # WHEN the request (not a child: the ticket knows only its id) is cancelled
+    assert cancel_request(store, body["requestId"])[0] == 202
+    thread.join(60)
+    # THEN both children stopped, the one outcome is cancelled, and nothing of the bundle is left
+    assert "error" not in box, box.get("error")
+    event = box["event"]
+    assert event["type"] == "aml.dsr.export.cancelled"
+    assert event["data"]["dueBy"]
+    assert publisher.events == [event]
+    assert list(blob_container(dsr_env).list_blobs(name_starts_with=body["requestId"] + "/")) == []
+    assert request_status(store, body["requestId"])[1]["status"] == "cancelled"
+
+
+def test_cancel_of_a_fanned_out_delete_stops_its_workspaces_and_audits_them(
+    monkeypatch, emulator, dsr_env, make_request, publisher
+):
+    from tests.support.bundles import DEMO_TARGET
+    from tools.emulator import SECOND_LOCATION, SECOND_WORKSPACE
+
+    services = slow_services(monkeypatch, emulator, publisher)
+    body = make_request(
+        operation="delete", targets=[DEMO_TARGET, {**DEMO_TARGET, "workspace": SECOND_WORKSPACE, "location": SECOND_LOCATION}]
+    )
+    thread, box = run_in_background(body, services)
+    store = other_instance(services)
+    wait_for(lambda: any(r["method"] == "DELETE" for r in emulator.requests()), "a first DELETE")
+    assert cancel_request(store, body["requestId"])[0] == 202
+    thread.join(60)
+    assert "error" not in box, box.get("error")
+    event = box["event"]
+    # THEN the one outcome is cancelled, lists what was deleted (proved gone) and what was never sent
+    assert event["type"] == "aml.dsr.delete.cancelled"
+    items = event["data"]["items"]
+    done = [i for i in items if i["result"] in ("deleted", "absent")]
+    assert done and all(i["verified"] for i in done)
+    assert any(i["result"] == "planned" for i in items)
+    assert len([r for r in emulator.requests() if r["method"] == "DELETE"]) == len(done)
+    # AND every workspace's part audited its CANCEL line
+    raw = blob_container(dsr_env, "DSR_AUDIT_CONTAINER").download_blob(f"{body['requestId']}.jsonl").readall()
+    cancels = [line for line in map(json.loads, raw.splitlines()) if line.get("method") == "CANCEL"]
+    assert len(cancels) == 2
+    assert sum(c["deleted"] + c["absent"] for c in cancels) == len(done)
