@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from shared.domain.catalog import load_catalog
-from shared.logs import protect_existing_handlers
+from shared.logs import protect_existing_handlers, quiet_libraries
 from shared.ports import DeadLetterStore, OutcomePublisher, RequestSender
-from shared.service.delivery import AUTO_COMPLETE, Delivery, Settlement, Verdict, process_delivery
+from shared.service.delivery import AUTO_COMPLETE, Delivery, Settlement, Verdict, process_delivery, request_identity
 from shared.service.failures import describe_failure
 from shared.service.processor import Services
 from shared.service.status import cancel_request, request_status
@@ -55,6 +55,7 @@ def build_services(
     limit_malloc_arenas()  # before any export thread exists
     settings = settings or load_settings()
     require_storage(settings)
+    start_telemetry(settings)
     catalog = load_catalog()
 
     @lazy
@@ -121,6 +122,26 @@ def build_services(
     return Services(settings=settings, catalog=catalog, aml=aml, bundles=bundles, audit=audit, state=state, publishers=chosen)
 
 
+def start_telemetry(settings: Settings) -> None:
+    """The OpenTelemetry SDK and exporters, once per process, only when an exporter is configured
+    (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``APPLICATIONINSIGHTS_CONNECTION_STRING``); else nothing is imported."""
+    if settings.otlp_endpoint or settings.appinsights_connection_string:
+        from shared.adapters.identity import build_credential
+        from shared.adapters.telemetry import install
+
+        install(settings, credential=lambda: build_credential(settings))
+
+
+def flush_telemetry() -> None:
+    """Export what is buffered (the CLI, before it exits); nothing when telemetry is off."""
+    if "shared.adapters.telemetry" in sys.modules:
+        from shared.adapters.telemetry import installed
+
+        found = installed()
+        if found is not None:
+            found.flush()
+
+
 # -- the process's runtime -------------------------------------------------------------------------------
 
 
@@ -141,7 +162,8 @@ class ProcessRuntime:
     def get(self) -> Runtime:
         with self._lock:
             if self._runtime is None:
-                protect_existing_handlers()
+                protect_existing_handlers()  # redacted, and the requestId in the text the host keeps
+                quiet_libraries()  # the Azure SDK and HTTP libraries at WARNING, as in the CLI
                 self._runtime = (self._factory or build_runtime)()
             return self._runtime
 
@@ -177,7 +199,12 @@ def handle_delivery(body: bytes | str, delivery: Delivery, settlement: Settlemen
         code, message, _ = describe_failure(exc)
         log.error(
             "the app could not start; the message will be redelivered",
-            extra={"messageId": delivery.message_id, "deliveryCount": delivery.delivery_count, "code": code},
+            extra={
+                "requestId": request_identity(body)[0],
+                "messageId": delivery.message_id,
+                "deliveryCount": delivery.delivery_count,
+                "code": code,
+            },
         )
         verdict = Verdict("redeliver", code=code, reason=message)
     else:

@@ -85,6 +85,9 @@ class RedactingFilter(logging.Filter):
     """Redacts the message, every ``extra`` field and any traceback text before a handler formats them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_dsr_redacted", False):
+            return True  # done by an earlier handler's filter (the record is shared by every handler)
+        record._dsr_redacted = True
         if record.args:
             try:
                 record.msg = record.getMessage()
@@ -139,13 +142,59 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> logging.Handle
     handler._dsr = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("azure", "urllib3", "msal"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_libraries()
     return handler
 
 
+NOISY_LIBRARIES = ("azure", "urllib3", "msal")
+
+
+def quiet_libraries() -> None:
+    """The Azure SDK and HTTP-library loggers at WARNING (the CLI and the Function app alike)."""
+    for noisy in NOISY_LIBRARIES:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# What the Functions host keeps of a record is its message text (the worker forwards ``getMessage()``):
+# these fields go into the text, so a log query finds a line by requestId or code.
+HOST_FIELDS = ("requestId", "code", "codes", "messageId", "deliveryCount", "status")
+
+
+def _text(value: Any) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+
+
+class HostMessageFilter(logging.Filter):
+    """Appends `` [requestId=... code=...]`` to the message of the app's own records (``dsr.*``), once.
+
+    Installed on the handlers of the Functions worker (``protect_existing_handlers``), after the redacting
+    filter; the CLI keeps its JSON lines, where these fields are keys already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (record.name == "dsr" or record.name.startswith("dsr.")) or getattr(record, "_dsr_host_text", False):
+            return True
+        if record.args:
+            try:
+                record.msg = record.getMessage()
+            except Exception:  # noqa: BLE001 - a bad format string must not lose the line
+                record.msg = f"{record.msg} {record.args!r}"
+            record.args = None
+        values = {"requestId": getattr(record, "requestId", None) or _request_id.get()}
+        values.update({name: getattr(record, name, None) for name in HOST_FIELDS[1:]})
+        suffix = " ".join(f"{name}={redact(_text(value))}" for name, value in values.items() if value not in (None, "", []))
+        if suffix:
+            record.msg = f"{record.msg} [{suffix}]"
+        record._dsr_host_text = True
+        return True
+
+
 def protect_existing_handlers() -> None:
-    """Add the redacting filter to handlers someone else installed (the Functions worker's)."""
+    """Add the redacting filter, then the host text filter, to handlers someone else installed (the
+    Functions worker's): what reaches the host is redacted and names its request."""
     for handler in logging.getLogger().handlers:
+        if getattr(handler, "_dsr", False):
+            continue  # the CLI's own JSON-line handler
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+        if not any(isinstance(f, HostMessageFilter) for f in handler.filters):
+            handler.addFilter(HostMessageFilter())

@@ -59,6 +59,9 @@ class Settings:
     download_hours: int = 168
     workspace_concurrency: int = 8
     log_level: str = "INFO"
+    otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: OTLP/HTTP traces, metrics and logs
+    appinsights_connection_string: str | None = field(default=None, repr=False)  # APPLICATIONINSIGHTS_CONNECTION_STRING
+    appinsights_entra_auth: bool = False  # APPLICATIONINSIGHTS_AUTHENTICATION_STRING=Authorization=AAD
 
     @property
     def resource_graph_base(self) -> str:
@@ -174,6 +177,19 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
     scope = text("DSR_TOKEN_SCOPE", defaults.token_scope) or defaults.token_scope
     if not scope.startswith("https://"):
         raise ConfigurationError(f"DSR_TOKEN_SCOPE must be an https scope like {defaults.token_scope}")
+    otlp = text("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if otlp is not None:
+        try:
+            otlp_parts = urlsplit(otlp)
+        except ValueError:
+            otlp_parts = urlsplit("")
+        if otlp_parts.scheme not in ("http", "https") or not otlp_parts.hostname or otlp_parts.query:
+            raise ConfigurationError(
+                f"OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) base URL like http://localhost:4318, got {otlp!r}"
+            )
+    insights = text("APPLICATIONINSIGHTS_CONNECTION_STRING")
+    if insights is not None and "instrumentationkey=" not in insights.lower():
+        raise ConfigurationError("APPLICATIONINSIGHTS_CONNECTION_STRING must be an Application Insights connection string")
     log_level = (text("DSR_LOG_LEVEL", defaults.log_level) or defaults.log_level).upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigurationError(f"DSR_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {shown(log_level)}")
@@ -211,6 +227,9 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
         download_hours=_download_hours(int(number("DSR_DOWNLOAD_HOURS", defaults.download_hours, minimum=1, integer=True))),
         workspace_concurrency=int(number("DSR_WORKSPACE_CONCURRENCY", defaults.workspace_concurrency, minimum=1, integer=True)),
         log_level=log_level,
+        otlp_endpoint=otlp.rstrip("/") if otlp else None,
+        appinsights_connection_string=insights,
+        appinsights_entra_auth="authorization=aad" in (text("APPLICATIONINSIGHTS_AUTHENTICATION_STRING") or "").lower(),
     )
 
 

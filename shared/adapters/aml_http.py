@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+import shared.telemetry as telemetry
 from shared.domain.documents import MAX_RESPONSE_DEPTH, parse_json_document
 from shared.domain.errors import (
     AzureMLError,
@@ -127,6 +128,13 @@ class AzureMLHttp:
             return found
 
     def request(self, method: str, url: str, *, body: dict[str, Any] | None = None) -> ApiResponse:
+        """One call, retried as needed, as one ``"{METHOD} {family}"`` span (no URL in it)."""
+        with telemetry.outbound_call(method, self._policy.family(url), urlsplit(url).hostname):
+            response = self._attempts(method, url, body)
+            telemetry.answered(response.status)
+            return response
+
+    def _attempts(self, method: str, url: str, body: dict[str, Any] | None) -> ApiResponse:
         self._policy.check(url)
         governor = self.governor(url)
         last: AzureMLError | None = None
@@ -137,6 +145,7 @@ class AzureMLHttp:
                 response = self._once(method, url, body)
             except ThrottledError as exc:
                 # every thread pauses (Retry-After, else the backoff); a 429 also teaches the governor the limit
+                telemetry.throttled(exc.status)
                 delay = capped_wait(exc.retry_after, self._max_retry_after, default=backoff)
                 events = governor.events
                 governor.throttled(permit, delay, rate_limited=exc.status == 429)
@@ -161,6 +170,7 @@ class AzureMLHttp:
                 governor.succeeded(permit, response.headers)
                 return response
             if attempt < self._max_attempts:
+                telemetry.retried(last.code)
                 log.debug(
                     "retrying",
                     extra={

@@ -18,6 +18,7 @@ from typing import Any
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceiveMode, ServiceBusSubQueue
 
+import shared.telemetry as telemetry
 from shared.domain.deadletter import DeadLetter, ReplayPlan, ReplayResult, request_id_of, text_properties
 from shared.domain.outcome import CONTENT_TYPE
 
@@ -181,7 +182,10 @@ class ServiceBusRequestQueue:
     def send_request(
         self, request: dict[str, Any], *, message_id: str, delay_seconds: float = 0.0, properties: dict[str, Any] | None = None
     ) -> None:
-        props: dict[str | bytes, Any] = dict((properties or {}).items())
+        # the sender's span travels with the message: the receiving invocation links to it
+        props: dict[str | bytes, Any] = {}
+        props.update(telemetry.trace_properties())
+        props.update((properties or {}).items())
         when = datetime.now(UTC) + timedelta(seconds=delay_seconds) if delay_seconds > 0 else None
         self._sender.send(
             ServiceBusMessage(

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from shared.bootstrap import build_services
+from shared.bootstrap import build_services, flush_telemetry
 from shared.cli import dlq
 from shared.domain.contract import request_identity
 from shared.domain.errors import ConfigurationError, DsrError
@@ -106,6 +106,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         event = _failed_event(body, "internal_error", f"unexpected {type(exc).__name__}; see the logs", started_at)
     sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
     sys.stdout.flush()
+    flush_telemetry()
     return EXIT_CODES[event["data"]["status"]]
 
 

@@ -39,11 +39,24 @@ def _port(scheme: str, port: int | None) -> int:
 class UrlPolicy:
     def __init__(self, templates: Mapping[str, str]) -> None:
         self._patterns: list[re.Pattern[str]] = []
+        self._bases = {
+            name: re.compile(re.escape(template.rstrip("/")).replace(re.escape("{location}"), _REGION) + r"(?=[/?]|$)", re.I)
+            for name, template in templates.items()
+        }
         for template in templates.values():
             parts = urlsplit(template.replace("{location}", "region-placeholder"))
             host = re.escape((parts.hostname or "").lower()).replace("region\\-placeholder", _REGION)
             port = _port(parts.scheme, parts.port)
             self._patterns.append(re.compile(rf"{parts.scheme}://{host}:{port}"))
+
+    def family(self, url: str) -> str:
+        """The endpoint family (``arm``, ``experiments`` ...) whose base URL ``url`` starts with, else ``other``."""
+        best, length = "other", -1
+        for name, pattern in self._bases.items():
+            found = pattern.match(url)
+            if found and found.end() > length:
+                best, length = name, found.end()
+        return best
 
     def check(self, url: str) -> str:
         if not isinstance(url, str) or not url.isascii() or _UNSAFE_CHARS.search(url):

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import shared.telemetry as telemetry
 from shared.domain.catalog import Catalog
 from shared.domain.contract import DsrRequest, Target
 from shared.domain.errors import (
@@ -201,7 +202,7 @@ class DeleteRun:
             if self.request.scope == "subject" and self.request.subject
             else None
         )
-        for target in self.request.targets:
+        for target in telemetry.each_workspace(self.request.targets):
             ws_kind = self.catalog.kinds["workspace"]
             assert ws_kind.item
             try:
@@ -253,6 +254,7 @@ class DeleteRun:
         return plan
 
     # -- execute --------------------------------------------------------------------------------
+    @telemetry.in_workspace(lambda self, item: item.target)
     def _delete_one(self, item: PlannedItem) -> None:
         if self.cancel_requested():  # a checkpoint: the items not sent yet stay "planned"
             return
@@ -288,6 +290,7 @@ class DeleteRun:
             }
         self._audit([self._line(item, "DELETE", item.status, item.result, **audit)])
 
+    @telemetry.in_workspace(lambda self, item: item.target)
     def _verify_one(self, item: PlannedItem) -> None:
         status: int | None
         try:
@@ -313,8 +316,12 @@ class DeleteRun:
 
     def _parallel(self, func: Callable[[PlannedItem], None], items: list[PlannedItem]) -> None:
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="dsr-delete") as pool:
-            list(pool.map(lambda it: contextvars.copy_context().run(func, it), items))
+            # each item runs in a copy of the caller's context (requestId for the logs, the request's span),
+            # taken here: a copy made inside the pool's thread would be that thread's empty context
+            contexts = [contextvars.copy_context() for _ in items]
+            list(pool.map(lambda ctx, it: ctx.run(func, it), contexts, items))
 
+    @telemetry.in_workspace(lambda self, target: target)
     def delete_workspace(self, target: Target) -> dict[str, Any]:
         spec = self.catalog.workspaceDelete
         url = url_for(self.catalog, self.endpoints, spec, spec.item, target, {})

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+import shared.telemetry as telemetry
 from shared.domain import contract
 from shared.domain.deadletter import REPLAY_COUNT
 from shared.domain.errors import DsrError, RequestRejected
@@ -113,8 +114,35 @@ class _HeldOutcomes:
 def process_delivery(body: bytes | str, delivery: Delivery, services: Services, requests: RequestSender | None = None) -> Verdict:
     """Run one delivered request message through the service layer and decide its settlement.
 
-    Without a request queue to continue on, the request is processed to its end (no time budget).
+    Without a request queue to continue on, the request is processed to its end (no time budget). The
+    invocation is one ``dsr.request`` span, linked to the span that sent the message (its ``traceparent``).
     """
+    # every line of the delivery names its request (an unreadable body: the digest its outcome carries)
+    with (
+        request_context(request_identity(body)[0]),
+        telemetry.invocation(delivery.properties, delivery_count=delivery.delivery_count) as invocation,
+    ):
+        verdict = _deliver(body, delivery, services, requests)
+        invocation.outcome = verdict_outcome(verdict)
+        if verdict.action == "dead_letter":
+            telemetry.dead_lettered(verdict.code)
+    return verdict
+
+
+def verdict_outcome(verdict: Verdict) -> str:
+    """The ``outcome`` of a delivery in ``dsr.requests``: a final status, or what the transport was told."""
+    if verdict.action == "dead_letter":
+        return "dead_lettered"
+    if verdict.action == "redeliver":
+        return "redelivered"
+    if verdict.outcome is not None:
+        return str(verdict.outcome["data"]["status"])
+    if verdict.code == "continued":
+        return "continued"
+    return "duplicate" if verdict.code in ("request_in_progress", "lease_lost") else verdict.code or "completed"
+
+
+def _deliver(body: bytes | str, delivery: Delivery, services: Services, requests: RequestSender | None) -> Verdict:
     last = delivery.delivery_count >= services.settings.max_delivery_count
     facts: dict[str, Any] = {
         "messageId": delivery.message_id,

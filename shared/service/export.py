@@ -17,6 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+import shared.telemetry as telemetry
 from shared.domain.catalog import Catalog, Kind, matches_where, scalar_ids
 from shared.domain.contract import DsrRequest, Target
 from shared.domain.errors import AzureMLError, BadResponseError, InvalidIdError, NotFoundError, UntrustedUrlError
@@ -252,6 +253,7 @@ class ExportTraversal:
         assert kind.item
         return Step(target, "workspace", "item", url_for(self.catalog, self.endpoints, kind, kind.item, target, {}))
 
+    @telemetry.in_workspace(lambda self, step: step.target)
     def _run_step(self, step: Step) -> list[Step]:
         with self._lock:
             self.calls += 1

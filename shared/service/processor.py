@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import shared.telemetry as telemetry
 from shared.domain.catalog import Catalog
 from shared.domain.contract import DsrRequest, parse_request
 from shared.domain.errors import RequestRejected, RetryableError, Violation
@@ -57,8 +58,10 @@ class ProcessResult:
 
 def handle(body: bytes | str, services: Services) -> dict[str, Any]:
     """Process a request to its end in this process (the CLI): no time budget."""
-    result = process(body, services, budget_seconds=None)
-    assert result.event is not None
+    with telemetry.invocation() as invocation:
+        result = process(body, services, budget_seconds=None)
+        assert result.event is not None
+        invocation.outcome = result.event["data"]["status"]
     return result.event
 
 
@@ -71,10 +74,12 @@ def process(
         request = parse_request(body)
     except RequestRejected as rejection:
         event = rejected_event(rejection, body, started_at=started_at)
+        telemetry.describe_request(event["data"]["requestId"], event["data"]["operation"])
         with request_context(event["data"]["requestId"]):
             log.warning("request rejected", extra={"codes": [v.code for v in rejection.violations]})
             publish(event, services)
         return ProcessResult(event)
+    telemetry.describe_request(request.requestId, request.operation, len(request.targets))
     with request_context(request.requestId):
         store = services.state()
         try:
@@ -96,6 +101,8 @@ def process(
         started_at = claim.document.get("startedAt") or started_at
         if not claim.document.get("startedAt"):
             store.update(claim, startedAt=started_at)
+        telemetry.describe_request(request.requestId, request.operation, attempt=claim.document.get("attempts"))
+        telemetry.record_deadline(request.operation, started_at, getattr(request, "dueBy", None))
         log.info(
             "request accepted",
             extra={
@@ -125,6 +132,7 @@ def process(
         if cut:
             log.warning("outcome cut to fit one message", extra={"truncated": sorted(outcome["data"].get("truncated", {}))})
         store.finish(claim, outcome)
+        telemetry.record_items(outcome)
         publish(outcome, services)
         log.info("request finished", extra={"status": outcome["data"]["status"]})
         return ProcessResult(outcome, request=request)

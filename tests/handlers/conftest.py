@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,3 +65,9 @@ def app_env(dsr_env: dict[str, str], servicebus: FakeNamespace, monkeypatch: pyt
     yield {**dsr_env, "ServiceBusConnection__fullyQualifiedNamespace": NAMESPACE}
     PROCESS_RUNTIME.reset()
     close_shared_clients()
+    # the runtime put the worker's host text filter on the root's handlers (pytest's): take it off again
+    from shared.logs import HostMessageFilter
+
+    for handler in logging.getLogger().handlers:
+        for found in [f for f in handler.filters if isinstance(f, HostMessageFilter)]:
+            handler.removeFilter(found)

@@ -42,6 +42,8 @@ LOCAL_ONLY: Mapping[str, str] = {
     "DSR_MANAGED_IDENTITY_CLIENT_ID": "only with a user-assigned identity; the template uses the system-assigned one",
     "IDENTITY_ENDPOINT": "set by the platform's managed identity (locally by the emulator)",
     "IDENTITY_HEADER": "set by the platform's managed identity (locally by the emulator)",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "an OTLP collector of the operator's choosing (locally, or beside the app); Azure uses "
+    "Application Insights (APPLICATIONINSIGHTS_CONNECTION_STRING)",
 }
 
 # Deployed before the code on this branch reads them (contract section 6, built on other branches). Harmless once

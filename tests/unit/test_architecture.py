@@ -22,15 +22,28 @@ ALLOWED: dict[str, set[str]] = {
     "shared.domain": set(),
     "shared.ports": {"shared.domain"},
     "shared.logs": {"shared.domain"},
+    "shared.telemetry": set(),  # the OpenTelemetry API hooks (shared.telemetry), like shared.logs
     "shared.settings": {"shared.domain"},
-    "shared.service": {"shared.domain", "shared.ports", "shared.settings", "shared.logs"},
-    "shared.adapters": {"shared.domain", "shared.ports", "shared.settings", "shared.logs"},
-    "shared.bootstrap": {"shared.domain", "shared.ports", "shared.settings", "shared.logs", "shared.service", "shared.adapters"},
+    "shared.service": {"shared.domain", "shared.ports", "shared.settings", "shared.logs", "shared.telemetry"},
+    "shared.adapters": {"shared.domain", "shared.ports", "shared.settings", "shared.logs", "shared.telemetry"},
+    "shared.bootstrap": {
+        "shared.domain",
+        "shared.ports",
+        "shared.settings",
+        "shared.logs",
+        "shared.telemetry",
+        "shared.service",
+        "shared.adapters",
+    },
     "shared.cli": {"shared.domain", "shared.ports", "shared.settings", "shared.logs", "shared.service", "shared.bootstrap"},
     "handlers": {"shared.domain", "shared.service", "shared.bootstrap", "shared.logs", "shared.ports"},
     "function_app": {"handlers"},
 }
 SDKS = ("azure", "requests", "urllib3", "msal")  # only adapters talk to the outside (handlers: azure.functions)
+# OpenTelemetry: the API (``opentelemetry`` itself: trace, metrics, context, propagation) is a vendor-neutral
+# interface with a no-op default, like ``logging``, so any layer may write spans and metrics through
+# ``shared.telemetry``; the SDK, its exporters and the wire format do I/O and are adapters' business.
+SDK_MODULES = ("opentelemetry.sdk", "opentelemetry.exporter", "opentelemetry.proto", "opentelemetry._logs")
 
 # Modules whose imports inside functions are deliberate: a Functions worker indexes function_app at cold
 # start, so the SDKs (about 0.4 s of imports) load on the first message, not at indexing.
@@ -38,6 +51,7 @@ LAZY_IMPORTS_ALLOWED = {
     "shared.bootstrap",
     "shared.adapters.eventgrid",
     "shared.adapters.identity",
+    "shared.adapters.telemetry",  # the OpenTelemetry SDK and exporters: only when an exporter is configured
     "handlers.servicebus",
     "handlers.timers",
     "handlers.http",
@@ -92,7 +106,7 @@ def violations_of(module: str, imported: list[tuple[str, int, bool]]) -> list[st
             problems.append(f"{module}:{line} imports {name}: deployed code never imports {top}/")
             continue
         if (
-            top in SDKS
+            (top in SDKS or any(name == m or name.startswith(m + ".") for m in SDK_MODULES))
             and own != "shared.adapters"
             and not (own == "handlers" and name.startswith("azure.functions"))
             and not (own == "function_app" and name.startswith("azure.functions"))
@@ -101,7 +115,7 @@ def violations_of(module: str, imported: list[tuple[str, int, bool]]) -> list[st
         target = layer_of(name)
         if target is not None and target != own and target not in ALLOWED[own]:
             problems.append(f"{module}:{line} imports {name}: {own} may not depend on {target}")
-        if nested and module not in LAZY_IMPORTS_ALLOWED and (target is not None or top in SDKS):
+        if nested and module not in LAZY_IMPORTS_ALLOWED and (target is not None or top in SDKS or top == "opentelemetry"):
             problems.append(f"{module}:{line} imports {name} inside a function: move it to the top")
     return problems
 
@@ -139,6 +153,8 @@ def test_there_is_no_import_cycle() -> None:
         ("shared.service.export", "from tools.emulator import JANE", "never imports tools/"),
         ("shared.service.export", "def f():\n    from shared.domain.catalog import Catalog", "inside a function"),
         ("handlers.servicebus", "from shared.adapters.servicebus import X", "may not depend on shared.adapters"),
+        ("shared.service.processor", "from opentelemetry.sdk.trace import TracerProvider", "only shared/adapters/ may"),
+        ("shared.telemetry", "from shared.service.processor import handle", "may not depend on shared.service"),
     ],
 )
 def test_a_shortcut_is_caught(tmp_path: Path, module: str, source: str, expected: str) -> None:
