@@ -56,7 +56,7 @@ def build_services(
     settings = settings or load_settings()
     require_storage(settings)
     start_telemetry(settings)
-    catalog = load_catalog()
+    catalog = load_catalog(parameters=(("DSR_ARM_ML_API_VERSION", settings.arm_ml_api_version),))
 
     @lazy
     def credential() -> Any:
@@ -78,7 +78,6 @@ def build_services(
             read_timeout=settings.read_timeout,
             max_attempts=settings.max_attempts,
             max_retry_after=settings.max_retry_after,
-            max_concurrency=settings.concurrency,
             max_response_bytes=settings.max_response_bytes,
             response_deadline=settings.response_deadline_seconds,
         )

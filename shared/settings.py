@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ class Settings:
             "aether": "https://{location}.aether.ms",
         }
     )
+    arm_ml_api_version: str = "2024-10-01"
     resourcegraph_endpoint: str | None = None  # None: the ARM endpoint
     token_scope: str = "https://management.core.windows.net/.default"  # noqa: S105 - a scope, not a secret
     auth: str = "managed-identity"
@@ -185,11 +187,14 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
             otlp_parts = urlsplit("")
         if otlp_parts.scheme not in ("http", "https") or not otlp_parts.hostname or otlp_parts.query:
             raise ConfigurationError(
-                f"OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) base URL like http://localhost:4318, got {otlp!r}"
+                f"OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) base URL like http://localhost:4318, got {shown(otlp)}"
             )
     insights = text("APPLICATIONINSIGHTS_CONNECTION_STRING")
     if insights is not None and "instrumentationkey=" not in insights.lower():
         raise ConfigurationError("APPLICATIONINSIGHTS_CONNECTION_STRING must be an Application Insights connection string")
+    api_version = text("DSR_ARM_ML_API_VERSION", defaults.arm_ml_api_version) or defaults.arm_ml_api_version
+    if not re.fullmatch(r"20\d\d-[01]\d-[0-3]\d(-preview)?", api_version):
+        raise ConfigurationError(f"DSR_ARM_ML_API_VERSION must be an api-version like 2024-10-01, got {api_version!r}")
     log_level = (text("DSR_LOG_LEVEL", defaults.log_level) or defaults.log_level).upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigurationError(f"DSR_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {shown(log_level)}")
@@ -206,6 +211,7 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
         state_container=containers["DSR_STATE_CONTAINER"],
         audit_container=containers["DSR_AUDIT_CONTAINER"],
         endpoints=endpoints,
+        arm_ml_api_version=api_version,
         resourcegraph_endpoint=_resource_graph_endpoint(text("DSR_RESOURCEGRAPH_ENDPOINT")),
         token_scope=scope,
         auth=auth,

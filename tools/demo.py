@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shared.domain.catalog import load_catalog
 from tools.azurite import ROOT, Azurite
 from tools.emulator import DEMO_LOCATION, DEMO_RESOURCE_GROUP, DEMO_SUBSCRIPTION, DEMO_WORKSPACE, EmulatorServer
 
@@ -58,14 +59,25 @@ def _status_line(event: dict[str, Any], code: int, elapsed: float) -> str:
     return f"{color}{BOLD}{event['type']}{RESET}  (exit {code}, {elapsed:.1f} s)\n  {DIM}event: {compact}{RESET}"
 
 
+def _family(kind: str) -> str:
+    """'v2' for today's Azure ML kinds (ARM child resources of the workspace), 'v1' for the 2020 ones."""
+    return "v2" if load_catalog().kinds[kind].family == "arm" and kind not in ("workspace", "computes") else "v1"
+
+
+def _short(item_id: str) -> str:
+    """An ARM id without its workspace prefix, for the screen."""
+    return item_id.split("/workspaces/", 1)[-1].split("/", 1)[-1] if "/workspaces/" in item_id else item_id
+
+
 def show_export(env: dict[str, str], event: dict[str, Any], code: int, elapsed: float) -> None:
     from azure.storage.blob import BlobServiceClient
 
     print(_status_line(event, code, elapsed))
     for workspace, counts in event["data"]["counts"].items():
         print(f"  {DIM}{workspace}{RESET}")
-        for kind, n in counts.items():
-            print(f"    {kind:<22}{n:>6} items")
+        for family in ("v1", "v2"):
+            shown = [f"{kind} {n}" for kind, n in counts.items() if _family(kind) == family]
+            print(f"    {family}: " + " · ".join(shown))
     bundle = event["data"]["bundle"]
     container = BlobServiceClient.from_connection_string(env["DSR_STORAGE"]).get_container_client(bundle["container"])
     local = OUTPUT / bundle["prefix"].rstrip("/")
@@ -82,20 +94,23 @@ def show_delete(event: dict[str, Any], code: int, elapsed: float) -> None:
     for workspace, kinds in event["data"]["counts"].items():
         print(f"  {DIM}{workspace}{RESET}")
         for kind, c in kinds.items():
+            if not c["planned"]:
+                continue
             if event["data"]["dryRun"]:
-                print(f"    {kind:<10} would delete {c['planned']:>3}")
+                print(f"    {_family(kind)} {kind:<28} would delete {c['planned']:>3}")
             else:
                 print(
-                    f"    {kind:<10} planned {c['planned']:>3}  deleted {c['deleted']:>3}  absent {c['absent']:>3}  "
-                    f"failed {c['failed']:>3}  verified gone {c['verified']:>3}"
+                    f"    {_family(kind)} {kind:<28} planned {c['planned']:>3}  deleted {c['deleted']:>3}  "
+                    f"absent {c['absent']:>3}  failed {c['failed']:>3}  verified gone {c['verified']:>3}"
                 )
     listing = event["data"].get("plan") or event["data"].get("items") or []
-    for item in listing[:6]:
+    shown = [i for i in listing if _family(i["kind"]) == "v1"][:3] + [i for i in listing if _family(i["kind"]) == "v2"][:5]
+    for item in shown:
         mark = "" if "verified" not in item else ("  verified" if item["verified"] else "  NOT verified")
-        print(f"      {item['kind']:<9} {item['id']:<28} {item['result']}{mark}")
-    if len(listing) > 6:
+        print(f"      {item['kind']:<18} {_short(item['id']):<44} {item['result']}{mark}")
+    if len(listing) > len(shown):
         print(
-            f"      ... and {len(listing) - 6} more (every action is in the audit blob "
+            f"      ... and {len(listing) - len(shown)} more (every action is in the audit blob "
             f"{event['data']['audit']['container']}/{event['data']['audit']['blob']})"
         )
 
@@ -123,7 +138,7 @@ def main() -> int:
             f"(managed identity at {emulator.settings()['IDENTITY_ENDPOINT']})\n"
         )
 
-        print(f"{BOLD}1. Export everything in {DEMO_WORKSPACE}{RESET}  (dsr process, request DEMO-EXPORT-1)")
+        print(f"{BOLD}1. Export everything in {DEMO_WORKSPACE}, v1 and v2 kinds{RESET}  (dsr process, request DEMO-EXPORT-1)")
         code, event, elapsed = run_request(
             env,
             {
@@ -137,14 +152,13 @@ def main() -> int:
         )
         show_export(env, event, code, elapsed)
 
-        print(f"\n{BOLD}2. Delete, dry run{RESET}  (request DEMO-DELETE-1, dryRun: true)")
+        print(f"\n{BOLD}2. Delete every deletable kind, dry run{RESET}  (request DEMO-DELETE-1, dryRun: true)")
         delete = {
             "schemaVersion": "1",
             "requestId": "DEMO-DELETE-1",
             "operation": "delete",
             "targets": [TARGET],
-            "resourceKinds": ["models", "assets", "images", "services"],
-            "dryRun": True,
+            "dryRun": True,  # every delete kind: v1 models/assets/images/services and the v2 kinds, in dependency order
             "requestedBy": "make demo",
         }
         code, event, elapsed = run_request(env, delete, log_file)

@@ -3,9 +3,9 @@
 A pooled Session shared by the worker threads (one keep-alive connection per thread and origin),
 connect/read timeouts, bounded retries with jittered backoff on 429, 5xx and dropped connections, the URL
 policy on every call (no redirects followed), and the bearer token from azure-identity (cached and
-refreshed by the library, never logged). Every attempt is admitted by the process-wide rate governor of
-its origin (``shared.domain.governor``): it honours Retry-After for every thread, paces the calls just under the
-limit it learns from 429s, and adapts the concurrency.
+refreshed by the library, never logged). Every attempt is admitted by the limiter of the service limit it
+counts against (``shared.domain.governor``): a 429 makes its own call wait the Retry-After, and pauses or
+paces the other calls to that limit only when the throttling is shared.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from shared.domain.errors import (
     parse_retry_after,
     safe_service_code,
 )
-from shared.domain.governor import Governor
+from shared.domain.governor import Governor, Limiter, remaining_from_headers
 from shared.domain.urls import UrlPolicy, check_post, redact_url
 from shared.ports import ApiResponse, TokenSource
 
@@ -73,7 +73,6 @@ class AzureMLHttp:
         backoff_cap: float = 30.0,
         sleep: Any = time.sleep,
         governor: Governor | None = None,
-        max_concurrency: int | None = None,
         max_response_bytes: int = 64 * 1024 * 1024,
         response_deadline: float = 300.0,
         max_depth: int = MAX_RESPONSE_DEPTH,
@@ -90,12 +89,8 @@ class AzureMLHttp:
         self._max_response_bytes = max_response_bytes
         self._response_deadline = response_deadline
         self._max_depth = max_depth
-        # one governor per origin (ARM, run history, model management ... throttle independently); a
-        # governor passed in is shared by every origin
-        self._governor = governor
-        self._governors: dict[str, Governor] = {}
-        self._max_concurrency = max(1, max_concurrency or pool_size)
-        self._governor_lock = threading.Lock()
+        # one limiter per service limit (ARM per subscription, each data-plane service per host)
+        self._governor = governor or Governor(policy.templates, sleep=sleep)
         self._session = requests.Session()
         self._session.trust_env = False
         # pool_connections: how many origins keep a pool (the four families, times the locations of a request)
@@ -115,17 +110,9 @@ class AzureMLHttp:
         check_post(self._policy, url)
         return self.request("POST", url, body=body)
 
-    def governor(self, url: str) -> Governor:
-        """The rate governor of ``url``'s origin, shared by every thread of the process."""
-        if self._governor is not None:
-            return self._governor
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}".lower()
-        with self._governor_lock:
-            found = self._governors.get(origin)
-            if found is None:
-                found = self._governors[origin] = Governor(max_concurrency=self._max_concurrency, sleep=self._sleep)
-            return found
+    def limiter(self, url: str) -> Limiter:
+        """The limiter of the service limit ``url`` counts against, shared by every thread of the process."""
+        return self._governor.limiter(url)
 
     def request(self, method: str, url: str, *, body: dict[str, Any] | None = None) -> ApiResponse:
         """One call, retried as needed, as one ``"{METHOD} {family}"`` span (no URL in it)."""
@@ -136,38 +123,33 @@ class AzureMLHttp:
 
     def _attempts(self, method: str, url: str, body: dict[str, Any] | None) -> ApiResponse:
         self._policy.check(url)
-        governor = self.governor(url)
+        limiter = self.limiter(url)
         last: AzureMLError | None = None
         for attempt in range(1, self._max_attempts + 1):
             backoff = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-            permit = governor.acquire()
+            sent_at = limiter.acquire()
             try:
                 response = self._once(method, url, body)
             except ThrottledError as exc:
-                # every thread pauses (Retry-After, else the backoff); a 429 also teaches the governor the limit
+                # this call waits its Retry-After (else the backoff); the limiter decides about the others
                 telemetry.throttled(exc.status)
                 delay = capped_wait(exc.retry_after, self._max_retry_after, default=backoff)
-                events = governor.events
-                governor.throttled(permit, delay, rate_limited=exc.status == 429)
-                if governor.events != events:
-                    log.info(
-                        "throttled: pacing under the limit",
-                        extra={"origin": urlsplit(url).netloc, **governor.stats(), **(governor.history[-1:] or [{}])[0]},
-                    )
+                pauses = limiter.pauses
+                limiter.answered(sent_at, throttled=exc.status == 429, retry_after=delay)
+                if limiter.pauses != pauses:
+                    log.info("throttled: shared, pausing", extra={"origin": urlsplit(url).netloc, **limiter.stats()})
                 last = exc
+                if attempt < self._max_attempts:
+                    self._sleep(delay)
             except RetryableError as exc:
-                governor.release(permit)
                 last = exc
                 if attempt < self._max_attempts:
                     self._sleep(backoff)
             except AzureMLError:
-                governor.succeeded(permit)  # a 4xx answer: the call was admitted
-                raise
-            except BaseException:
-                governor.release(permit)
+                limiter.answered(sent_at)  # a 4xx answer: the call was admitted
                 raise
             else:
-                governor.succeeded(permit, response.headers)
+                limiter.answered(sent_at, remaining=remaining_from_headers(response.headers))
                 return response
             if attempt < self._max_attempts:
                 telemetry.retried(last.code)

@@ -30,6 +30,9 @@ class Source(BaseModel):
     bind: dict[str, str] = Field(default_factory=dict, description="placeholder -> field of the parent record")
     ids: str | None = Field(default=None, description="field path in the parent holding ids of this kind ([*] = each)")
     where: dict[str, str] = Field(default_factory=dict, description="only parents whose field equals this value")
+    inheritAttribution: bool = Field(
+        default=True, description="subject scope: children of the subject's record are the subject's too (v1); v2: no"
+    )
 
     @model_validator(mode="after")
     def _one_way(self) -> Source:
@@ -54,6 +57,8 @@ class Kind(BaseModel):
     item: str | None = None
     itemKey: str | None = Field(default=None, description="field whose value fills {id} in item (default idField)")
     query: dict[str, str] = Field(default_factory=dict)
+    listQuery: dict[str, str] = Field(default_factory=dict, description="query of list pages only (listViewType=All)")
+    where: dict[str, str] = Field(default_factory=dict, description="only the listed records whose field equals this")
     paging: Literal["nextLink", "continuationToken", "none"] = "none"
     tokenParams: tuple[str, ...] = ("$continuationtoken", "continuationToken")
     idField: str | None = None
@@ -62,7 +67,15 @@ class Kind(BaseModel):
     source: Source | None = Field(default=None, alias="from")
     operations: tuple[Literal["export", "delete"], ...]
     identityFields: tuple[str, ...] = ()
+    ownerFields: tuple[str, ...] | None = Field(
+        default=None, description="subject-scoped delete: who owns a record (default identityFields)"
+    )
     inherit: Inherit | None = None
+    deleteQuery: dict[str, str] = Field(default_factory=dict, description="added to a DELETE only")
+    deleteLevel: int = Field(default=0, ge=0, le=9, description="deletes run level by level, lowest first")
+    deletesEmptiedContainer: bool = Field(
+        default=False, description="a versions kind: its container (the source) goes once all its versions went"
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> Kind:
@@ -78,7 +91,13 @@ class Kind(BaseModel):
             raise ValueError("a kind without a list is found by ids from its source")
         if "delete" in self.operations and not (self.list and self.item):
             raise ValueError("a deletable kind needs a list and an item path")
+        if self.deletesEmptiedContainer and not (self.source and self.source.bind and "delete" in self.operations):
+            raise ValueError("deletesEmptiedContainer needs a deletable kind listed per container (from.bind)")
         return self
+
+    @property
+    def owner_fields(self) -> tuple[str, ...]:
+        return self.identityFields if self.ownerFields is None else self.ownerFields
 
     @property
     def key_field(self) -> str | None:
@@ -97,6 +116,7 @@ class Catalog(BaseModel):
     comment: str | None = Field(default=None, alias="$comment")
     workspacePath: str
     families: dict[Family, str]
+    parameters: dict[str, str] = Field(default_factory=dict, description="setting -> default, written ${SETTING}")
     secretFields: tuple[str, ...]
     kinds: dict[str, Kind]
     workspaceDelete: WorkspaceDelete
@@ -106,6 +126,10 @@ class Catalog(BaseModel):
         for name, kind in self.kinds.items():
             if kind.source and kind.source.kind not in self.kinds:
                 raise ValueError(f"kind {name}: source kind {kind.source.kind!r} is not in the catalog")
+            if kind.deletesEmptiedContainer and kind.source:
+                container = self.kinds[kind.source.kind]
+                if not (container.list and container.item) or container.deleteLevel <= kind.deleteLevel:
+                    raise ValueError(f"kind {name}: its container needs a list, an item and a later deleteLevel")
             if kind.inherit and kind.inherit.kind not in self.kinds:
                 raise ValueError(f"kind {name}: inherit kind {kind.inherit.kind!r} is not in the catalog")
             for template in (kind.list, kind.item):
@@ -147,10 +171,33 @@ class Catalog(BaseModel):
         return frozenset(name.lower() for name in self.secretFields)
 
 
+_PARAMETER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
+
+
 @cache
-def load_catalog(path: str | None = None) -> Catalog:
+def load_catalog(path: str | None = None, parameters: tuple[tuple[str, str], ...] = ()) -> Catalog:
+    """The catalog with every ``${SETTING}`` filled: from ``parameters`` (the settings), else the catalog's
+    default for it. A ``${NAME}`` the catalog does not declare is an error."""
     file = Path(path) if path else Path(__file__).with_name("catalog.json")
-    return Catalog.model_validate(json.loads(file.read_text(encoding="utf-8")))
+    raw = json.loads(file.read_text(encoding="utf-8"))
+    values = {**dict(raw.get("parameters") or {}), **dict(parameters)}
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return _PARAMETER.sub(lambda m: _parameter(values, m.group(1)), value)
+        if isinstance(value, dict):
+            return {k: v if k in ("parameters", "$comment") else fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return value
+
+    return Catalog.model_validate(fill(raw))
+
+
+def _parameter(values: dict[str, str], name: str) -> str:
+    if name not in values:
+        raise ValueError(f"the catalog uses ${{{name}}} but declares no default for it under parameters")
+    return values[name]
 
 
 def is_dot_segment(value: str) -> bool:

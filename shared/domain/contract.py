@@ -47,8 +47,50 @@ EXPORT_KINDS: tuple[str, ...] = (
     "pipelineModules",
     "pipelineTemplates",
     "pipelineDataSources",
+    # today's Azure ML (v2, ARM child resources of the workspace): contract 6.1
+    "jobs",
+    "modelContainers",
+    "modelVersions",
+    "dataContainers",
+    "dataVersions",
+    "environmentContainers",
+    "environmentVersions",
+    "componentContainers",
+    "componentVersions",
+    "codeContainers",
+    "codeVersions",
+    "connections",
+    "onlineEndpoints",
+    "onlineDeployments",
+    "batchEndpoints",
+    "batchDeployments",
+    "schedules",
+    "featuresetContainers",
+    "featuresetVersions",
+    "featurestoreEntityContainers",
+    "featurestoreEntityVersions",
 )
-DELETE_KINDS: tuple[str, ...] = ("models", "assets", "images", "services")
+DELETE_KINDS: tuple[str, ...] = (
+    "models",
+    "assets",
+    "images",
+    "services",
+    # v2 (contract 6.1); a container goes with all its versions, counted under its *Containers kind
+    "jobs",
+    "modelVersions",
+    "dataVersions",
+    "environmentVersions",
+    "componentVersions",
+    "codeVersions",
+    "onlineDeployments",
+    "onlineEndpoints",
+    "batchDeployments",
+    "batchEndpoints",
+    "schedules",
+    "featuresetVersions",
+    "featurestoreEntityVersions",
+    "computeInstances",
+)
 
 GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 REQUEST_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -94,6 +136,7 @@ class Subject(BaseModel):
     objectId: Annotated[str, Field(pattern=GUID)]
     tenantId: Annotated[str | None, Field(pattern=GUID)] = None
     upn: Annotated[str | None, Field(max_length=256, pattern=UPN)] = None
+    emails: Annotated[list[Annotated[str, Field(max_length=254, pattern=UPN)]] | None, Field(min_length=1, max_length=10)] = None
 
 
 class Discover(BaseModel):
@@ -296,6 +339,8 @@ _FIELD_RULES: dict[str, str] = {
     "workspace": "3-33 letters, digits, '_', '-', starting with a letter or digit",
     "location": "an Azure region name: a lowercase letter then 1-39 lowercase letters or digits",
     "upn": "a user principal name like name@domain",
+    "emails": "1 to 10 e-mail addresses",
+    "emails[]": "an e-mail address like name@domain, at most 254 characters",
     "schemaVersion": '"1"',
     "operation": '"export" or "delete"',
     "scope": '"workspace" or "subject"',
@@ -337,7 +382,13 @@ def _violations(error: ValidationError) -> list[Violation]:
             code, text = "wrong_type", "must be a string"  # 1 for "1" is a wrong type, not a wrong value
         named = [p for p in loc if isinstance(p, str)]
         in_discover = len(named) >= 2 and named[-2] == "discover"  # discover.subscriptions[3]: the list's rule
-        rule = _FIELD_RULES.get(named[-1] if in_discover else (str(loc[-1]) if loc else ""), "")
+        if in_discover:
+            name = named[-1]
+        elif len(loc) > 1 and isinstance(loc[-1], int):  # subject.emails[0]: the rule of one element
+            name = str(loc[-2]) + "[]"
+        else:
+            name = str(loc[-1]) if loc else ""
+        rule = _FIELD_RULES.get(name, "")
         message = f"{field} {text}" + (f"; expected {rule}" if rule and code not in ("missing_field", "unknown_field") else "")
         out.append(Violation(code, field, message))
     return out

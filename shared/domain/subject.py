@@ -1,11 +1,13 @@
 """Does a record belong to the data subject? Pure.
 
 identity: an identity field of the kind (catalog ``identityFields``) names the subject: a GUID compared
-          with the subject's objectId, anything else with the subject's UPN, both case-insensitively.
-          Never by display name.
+          with the subject's objectId, anything else with the subject's UPN or one of their ``emails``
+          aliases, all case-insensitively. Never by display name.
+owner:    for a subject-scoped delete, the kind's ``ownerFields`` (v2: ``systemData.createdBy``; a compute
+          instance: its assigned user) name the subject; a record they only modified is not theirs to delete.
 parent:   the record hangs off an attributed record (a run's artifacts and metrics, a pipeline run's
           pipeline objects); decided by the traversal, which knows the parents.
-mention:  some string value holds the objectId or the UPN as a whole token (not inside a longer token),
+mention:  some string value holds the objectId, the UPN or an alias as a whole token (not inside a longer token),
           e.g. a tag or a description. Shown to a reviewer as such; never enough for a deletion.
 """
 
@@ -28,7 +30,8 @@ class SubjectMatcher:
         self.catalog = catalog
         self.object_id = subject.objectId.lower()
         self.upn = subject.upn.lower() if subject.upn else None
-        tokens = [re.escape(subject.objectId)] + ([re.escape(subject.upn)] if subject.upn else [])
+        self.names = frozenset(n.lower() for n in [subject.upn, *(subject.emails or [])] if n)
+        tokens = [re.escape(subject.objectId)] + [re.escape(n) for n in sorted(self.names, key=len, reverse=True)]
         # a sentence's full stop ends a token; a dot followed by more of a name does not
         self._mention = re.compile(rf"(?<![{_EDGE}])(?:{'|'.join(tokens)})(?![A-Za-z0-9_%+@-])(?!\.[A-Za-z0-9])", re.IGNORECASE)
 
@@ -38,10 +41,15 @@ class SubjectMatcher:
         text = value.strip().lower()
         if _GUID.match(text):
             return text == self.object_id
-        return self.upn is not None and text == self.upn
+        return text in self.names
 
     def by_identity(self, kind: str, record: Any) -> bool:
         fields = self.catalog.kinds[kind].identityFields
+        return any(self.names_subject(v) for path in fields for v in field_values(record, path))
+
+    def by_owner(self, kind: str, record: Any) -> bool:
+        """The record is the subject's to delete: its owner fields name them."""
+        fields = self.catalog.kinds[kind].owner_fields
         return any(self.names_subject(v) for path in fields for v in field_values(record, path))
 
     def by_mention(self, record: Any) -> bool:

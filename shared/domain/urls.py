@@ -38,6 +38,7 @@ def _port(scheme: str, port: int | None) -> int:
 
 class UrlPolicy:
     def __init__(self, templates: Mapping[str, str]) -> None:
+        self.templates = dict(templates)
         self._patterns: list[re.Pattern[str]] = []
         self._bases = {
             name: re.compile(re.escape(template.rstrip("/")).replace(re.escape("{location}"), _REGION) + r"(?=[/?]|$)", re.I)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import shared.telemetry as telemetry
-from shared.domain.catalog import Catalog
+from shared.domain.catalog import Catalog, Kind, matches_where
 from shared.domain.contract import DsrRequest, Target
 from shared.domain.errors import (
     AzureMLError,
@@ -29,7 +29,7 @@ from shared.domain.errors import (
 )
 from shared.domain.outcome import cap_outcome, outcome_event, utc_now
 from shared.domain.subject import SubjectMatcher
-from shared.domain.urls import redact_url
+from shared.domain.urls import redact_url, with_query
 from shared.ports import ApiResponse, AuditLog, AzureML
 from shared.service.listing import Endpoints, list_records, record_id, url_for, workspace_problem
 
@@ -50,9 +50,11 @@ class PlannedItem:
     verified: bool = False
     status: int | None = None
     error: dict[str, Any] | None = None
+    requires: list[str] = field(default_factory=list)  # a container: the ids of its versions, all to be gone first
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "requires": self.requires,
             "target": self.target.model_dump(),
             "kind": self.kind,
             "id": self.id,
@@ -74,6 +76,7 @@ class PlannedItem:
             raw["verified"],
             raw["status"],
             raw["error"],
+            list(raw.get("requires") or []),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -90,6 +93,14 @@ class DeletePlan:
     failed_targets: set[str] = field(default_factory=set)
     review: list[dict[str, Any]] = field(default_factory=list)  # subject scope: mentioned, never deleted
     scanned: int = 0
+
+
+@dataclass
+class _Listing:
+    """What a delete plan listed of one kind: (record, bindings) and the bindings whose list failed."""
+
+    records: list[tuple[Any, tuple[tuple[str, str], ...]]] = field(default_factory=list)
+    failed: set[tuple[tuple[str, str], ...]] = field(default_factory=set)
 
 
 class Poller:
@@ -216,54 +227,185 @@ class DeleteRun:
                 plan.failed_targets.add(target.resource_id)
                 plan.errors.append({"code": problem[0], "message": problem[1], "kind": "workspace", "target": target.resource_id})
                 continue
+            listed: dict[str, _Listing] = {}
             for kind_name in self.request.kinds:
                 kind = self.catalog.kinds[kind_name]
                 assert kind.list and kind.item
-                first = url_for(self.catalog, self.endpoints, kind, kind.list, target, {})
-                seen: set[str] = set()
-                try:
-                    for record in list_records(self.aml, kind, first):
-                        rid = record_id(kind, record)
-                        if rid in seen or rid.startswith("sha256:"):
-                            continue
-                        seen.add(rid)
-                        plan.scanned += 1
-                        if matcher is not None and not matcher.by_identity(kind_name, record):
-                            if matcher.by_mention(record):
-                                plan.review.append(
-                                    {"kind": kind_name, "id": rid, "target": target.resource_id, "matchedBy": "mention"}
-                                )
-                            continue
-                        try:
-                            url = url_for(self.catalog, self.endpoints, kind, kind.item, target, {"id": rid})
-                        except InvalidIdError as exc:  # '.' or '..': never sent, reported
-                            plan.errors.append(
-                                {"code": exc.code, "message": exc.message, "kind": kind_name, "target": target.resource_id}
+                listing = self._listing(target, kind_name, listed, plan)
+                planned: dict[tuple[tuple[str, str], ...], list[str]] = {}
+                for record, bindings in listing.records:
+                    rid = record_id(kind, record)
+                    plan.scanned += 1
+                    if matcher is not None and not matcher.by_owner(kind_name, record):
+                        named = "identity" if matcher.by_identity(kind_name, record) else None
+                        if named or matcher.by_mention(record):
+                            plan.review.append(
+                                {"kind": kind_name, "id": rid, "target": target.resource_id, "matchedBy": named or "mention"}
                             )
-                            continue
-                        plan.items.append(PlannedItem(target, kind_name, rid, url))
-                except AzureMLError as exc:
-                    plan.errors.append(
-                        {
-                            "code": exc.code,
-                            "message": f"listing failed: {exc.message}",
-                            "kind": kind_name,
-                            "target": target.resource_id,
-                        }
-                    )
+                        continue
+                    try:
+                        url = self._item_url(kind, target, bindings, record, rid)
+                    except InvalidIdError as exc:  # '.' or '..': never sent, reported
+                        plan.errors.append(
+                            {"code": exc.code, "message": exc.message, "kind": kind_name, "target": target.resource_id}
+                        )
+                        continue
+                    plan.items.append(PlannedItem(target, kind_name, rid, url))
+                    planned.setdefault(bindings, []).append(rid)
+                if kind.deletesEmptiedContainer:
+                    self._plan_containers(target, kind_name, listing, planned, listed, plan, subject_scope=matcher is not None)
         return plan
 
+    def _item_url(self, kind: Kind, target: Target, bindings: tuple[tuple[str, str], ...], record: Any, rid: str) -> str:
+        assert kind.item
+        key = record.get(kind.key_field) if isinstance(record, dict) and kind.key_field else None
+        value = str(key) if isinstance(key, (str, int)) and not isinstance(key, bool) and str(key) else rid
+        return url_for(self.catalog, self.endpoints, kind, kind.item, target, {**dict(bindings), "id": value})
+
+    def _listing(self, target: Target, kind_name: str, listed: dict[str, _Listing], plan: DeletePlan) -> _Listing:
+        """Every record of a kind with the bindings it was listed under (versions per container, deployments
+        per endpoint), each id once; parents listed once per target and shared."""
+        if kind_name in listed:
+            return listed[kind_name]
+        kind = self.catalog.kinds[kind_name]
+        assert kind.list
+        out = _Listing()
+        listed[kind_name] = out
+        lists: list[tuple[tuple[tuple[str, str], ...], str]] = []
+        if kind.source is not None and kind.source.bind:
+            for parent, parent_bindings in self._listing(target, kind.source.kind, listed, plan).records:
+                if not matches_where(parent, kind.source.where):
+                    continue
+                values = {ph: parent.get(f) if isinstance(parent, dict) else None for ph, f in kind.source.bind.items()}
+                if any(not isinstance(v, (str, int)) or not str(v) for v in values.values()):
+                    continue
+                bindings = tuple(sorted({**dict(parent_bindings), **{k: str(v) for k, v in values.items()}}.items()))
+                try:
+                    url = url_for(self.catalog, self.endpoints, kind, kind.list, target, dict(bindings), listing=True)
+                except InvalidIdError as exc:  # a parent named '.' or '..': never sent, reported
+                    plan.errors.append(
+                        {"code": exc.code, "message": exc.message, "kind": kind_name, "target": target.resource_id}
+                    )
+                    continue
+                lists.append((bindings, url))
+        else:
+            lists.append(((), url_for(self.catalog, self.endpoints, kind, kind.list, target, {}, listing=True)))
+        seen: set[str] = set()
+        for bindings, first in lists:
+            try:
+                for record in list_records(self.aml, kind, first):
+                    if kind.where and not matches_where(record, kind.where):
+                        continue
+                    rid = record_id(kind, record)
+                    if rid in seen or rid.startswith("sha256:"):
+                        continue
+                    seen.add(rid)
+                    out.records.append((record, bindings))
+            except NotFoundError:
+                if not bindings:
+                    out.failed.add(bindings)
+                    plan.errors.append(
+                        {"code": "list_not_found", "message": "the list endpoint answered 404", "kind": kind_name,
+                         "target": target.resource_id}
+                    )  # fmt: skip
+                # a parent gone since it was listed has nothing left under it
+            except AzureMLError as exc:
+                out.failed.add(bindings)
+                message = f"listing failed: {exc.message}"
+                plan.errors.append({"code": exc.code, "message": message, "kind": kind_name, "target": target.resource_id})
+        return out
+
+    def _plan_containers(
+        self,
+        target: Target,
+        kind_name: str,
+        versions: _Listing,
+        planned: dict[tuple[tuple[str, str], ...], list[str]],
+        listed: dict[str, _Listing],
+        plan: DeletePlan,
+        *,
+        subject_scope: bool,
+    ) -> None:
+        """A container goes only when every one of its versions is planned (at subject scope: it has some, and
+        all are the subject's); it is deleted after them, and only if they all went."""
+        kind = self.catalog.kinds[kind_name]
+        assert kind.source is not None
+        container_kind = self.catalog.kinds[kind.source.kind]
+        all_versions: dict[tuple[tuple[str, str], ...], int] = {}
+        for _record, bindings in versions.records:
+            all_versions[bindings] = all_versions.get(bindings, 0) + 1
+        for container, parent_bindings in listed[kind.source.kind].records:
+            values = {ph: container.get(f) if isinstance(container, dict) else None for ph, f in kind.source.bind.items()}
+            bindings = tuple(sorted({**dict(parent_bindings), **{k: str(v) for k, v in values.items()}}.items()))
+            mine = planned.get(bindings, [])
+            if bindings in versions.failed or len(mine) != all_versions.get(bindings, 0) or (subject_scope and not mine):
+                continue
+            cid = record_id(container_kind, container)
+            try:
+                url = self._item_url(container_kind, target, parent_bindings, container, cid)
+            except InvalidIdError:
+                continue  # its versions could not have been listed either (reported there)
+            plan.items.append(PlannedItem(target, kind.source.kind, cid, url, requires=list(mine)))
+
     # -- execute --------------------------------------------------------------------------------
+    def execute(self, plan: DeletePlan) -> None:
+        """Delete level by level (catalog ``deleteLevel``: schedules, deployments, endpoints, jobs and compute
+        instances, versions, containers), concurrently within a level. An item answering 409 (still used) is
+        sent again after each later level, since what holds it may have gone; if it still answers 409 at the
+        end it is reported ``in_use``. A container is deleted only when all its versions went."""
+        todo = [i for i in plan.items if i.result in ("planned", "failed")]
+        levels = sorted({self.catalog.kinds[i.kind].deleteLevel for i in todo})
+        gone = {(i.target.resource_id, i.id) for i in plan.items if i.result in ("deleted", "absent")}
+        conflicted: list[PlannedItem] = []
+        for level in levels:
+            if self.cancel_requested():  # cancelled: the levels not begun stay "planned"
+                return
+            batch = [i for i in todo if self.catalog.kinds[i.kind].deleteLevel == level]
+            ready = [i for i in batch if all((i.target.resource_id, r) in gone for r in i.requires)]
+            for item in batch:
+                if item not in ready:
+                    item.result, item.status = "failed", None
+                    item.error = self._error(item, "versions_remain", "not deleted: not every one of its versions was deleted")
+                    self._audit([self._line(item, "DELETE", None, "skipped", reason="versions_remain")])
+            retry, conflicted = conflicted, []
+            self._parallel(self._delete_one, ready)
+            if retry:  # what held them (this level and the ones before) is gone now
+                self._parallel(self._delete_one, retry)
+            for item in ready + retry:
+                if item.result in ("deleted", "absent"):
+                    gone.add((item.target.resource_id, item.id))
+                elif item.status == 409:
+                    conflicted.append(item)
+        if conflicted:
+            self._parallel(self._delete_one, conflicted)
+
+    @staticmethod
+    def _error(item: PlannedItem, code: str, message: str) -> dict[str, Any]:
+        return {"code": code, "message": message, "kind": item.kind, "target": item.target.resource_id, "id": item.id}
+
     @telemetry.in_workspace(lambda self, item: item.target)
     def _delete_one(self, item: PlannedItem) -> None:
         if self.cancel_requested():  # a checkpoint: the items not sent yet stay "planned"
             return
-        self._send_delete(item, terminal=MMS_TERMINAL, status_field="state")
+        kind = self.catalog.kinds[item.kind]
+        if kind.family == "arm":
+            self._send_delete(item, terminal=ARM_TERMINAL, status_field="status", query=kind.deleteQuery)
+        else:
+            self._send_delete(item, terminal=MMS_TERMINAL, status_field="state")
 
-    def _send_delete(self, item: PlannedItem, *, terminal: dict[str, str], status_field: str, **audit: Any) -> None:
+    def _send_delete(
+        self,
+        item: PlannedItem,
+        *,
+        terminal: dict[str, str],
+        status_field: str,
+        query: dict[str, str] | None = None,
+        **audit: Any,
+    ) -> None:
         """DELETE one item and classify the answer: the one place for 200/202/204/404/anything else."""
+        item.error = None
         try:
-            response = self.aml.delete(item.url)
+            response = self.aml.delete(with_query(item.url, query) if query else item.url)
             item.status = response.status
             if response.status == 204:
                 item.result = "absent"
@@ -281,13 +423,10 @@ class DeleteRun:
             item.status, item.result = exc.status, "absent"
         except AzureMLError as exc:
             item.status, item.result = exc.status, "failed"
-            item.error = {
-                "code": exc.code,
-                "message": exc.message,
-                "kind": item.kind,
-                "target": item.target.resource_id,
-                "id": item.id,
-            }
+            if exc.status == 409:
+                item.error = self._error(item, "in_use", f"still in use by another resource: {exc.message}")
+            else:
+                item.error = self._error(item, exc.code, exc.message)
         self._audit([self._line(item, "DELETE", item.status, item.result, **audit)])
 
     @telemetry.in_workspace(lambda self, item: item.target)
@@ -397,7 +536,7 @@ def run_delete(
     workspace_deletes: dict[str, Any] = {}
     stopped = skipped
     if not request.dryRun:
-        run._parallel(run._delete_one, [i for i in plan.items if i.result in ("planned", "failed")])
+        run.execute(plan)
         stopped = stopped or cancelled()
         if save and not stopped:
             save(_plan_checkpoint(plan, "deleted"))
@@ -444,6 +583,9 @@ def run_delete(
         per_kind = counts.setdefault(target.resource_id, {})
         for kind in request.kinds:
             per_kind[kind] = {"planned": 0, "deleted": 0, "absent": 0, "failed": 0, "verified": 0}
+            source = services.catalog.kinds[kind].source
+            if services.catalog.kinds[kind].deletesEmptiedContainer and source is not None:
+                per_kind[source.kind] = {"planned": 0, "deleted": 0, "absent": 0, "failed": 0, "verified": 0}
     for item in plan.items:
         c = counts[item.target.resource_id][item.kind]
         c["planned"] += 1
@@ -483,7 +625,8 @@ def run_delete(
         data["workspaceDeletes"] = workspace_deletes
     if request.scope == "subject":
         data["scope"] = "subject"
-        data["subjectMatches"] = {"scanned": plan.scanned, "identity": planned, "mentionOnly": len(plan.review)}
+        owned = sum(1 for i in plan.items if not i.requires and i.kind in request.kinds)
+        data["subjectMatches"] = {"scanned": plan.scanned, "identity": owned, "mentionOnly": len(plan.review)}
         data["review"] = plan.review[:PLAN_LIMIT_IN_EVENT]
     log.info("delete finished", extra={"planned": planned, "verified": verified, "dryRun": request.dryRun})
     event = outcome_event(request.requestId, "delete", status, data)

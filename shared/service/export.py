@@ -2,12 +2,15 @@
 
 The traversal is a queue of small steps (a list page, an item GET) run on a bounded thread pool. A
 step returns the steps it makes possible, so dependent calls start as soon as their parent page is
-in (not level by level), and the next page of a list is fetched beside the children of this one.
+in (not level by level), and the next page of a list is fetched beside the children of this one. Once
+more than ``frontier`` steps wait, the newest run first (depth first), so that the steps waiting, and the
+checkpoint that holds them, stay bounded whatever the size of the workspace.
 """
 
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import threading
 import time
@@ -25,6 +28,7 @@ from shared.domain.subject import SubjectMatcher
 from shared.domain.urls import strip_query
 from shared.ports import AzureML, BundleStore
 from shared.service.bundle import FileEntry, JsonlWriter, jsonl_name, scrub_record
+from shared.service.checkpoint import ErrorState, ExportCheckpoint, FileState, PendingStep, TargetState
 from shared.service.listing import Endpoints, next_page_url, record_id, url_for, workspace_problem
 
 log = logging.getLogger("dsr.export")
@@ -42,36 +46,6 @@ class Step:
     page: int = 1
     list_url: str | None = None  # first page of the list, for continuation tokens
     inherited: bool = False  # subject scope: the parent belongs to the subject
-
-
-def step_to_json(step: Step) -> dict[str, Any]:
-    return {
-        "target": step.target.model_dump(),
-        "kind": step.kind,
-        "op": step.op,
-        "url": step.url,
-        "bindings": [list(b) for b in step.bindings],
-        "itemId": step.item_id,
-        "listed": step.listed,
-        "page": step.page,
-        "listUrl": step.list_url,
-        "inherited": step.inherited,
-    }
-
-
-def step_from_json(raw: dict[str, Any]) -> Step:
-    return Step(
-        Target.model_validate(raw["target"]),
-        raw["kind"],
-        raw["op"],
-        raw["url"],
-        tuple((str(k), str(v)) for k, v in raw["bindings"]),
-        raw["itemId"],
-        raw["listed"],
-        int(raw["page"]),
-        raw["listUrl"],
-        bool(raw.get("inherited")),
-    )
 
 
 @dataclass
@@ -121,6 +95,7 @@ class ExportTraversal:
         on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
         checkpoint_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        frontier: int | None = None,
     ) -> None:
         self.request = request
         self.catalog = catalog
@@ -128,6 +103,7 @@ class ExportTraversal:
         self.aml = aml
         self.store = store
         self.concurrency = max(1, concurrency)
+        self.frontier = frontier or 4 * self.concurrency
         self.requested = set(request.kinds)
         self.matcher = SubjectMatcher(request.subject, catalog) if request.scope == "subject" and request.subject else None
         self.needed = catalog.closure(request.kinds, subject_scope=self.matcher is not None)
@@ -150,8 +126,9 @@ class ExportTraversal:
     # -- the whole run --------------------------------------------------------------------------
     def run(self) -> ExportResult:
         pending: deque[Step] = deque()
-        if self._resume_from:
-            pending.extend(self._restore(self._resume_from))
+        resume = self._resume_checkpoint()
+        if resume is not None:
+            pending.extend(self._restore(resume))
         else:
             for target in self.request.targets:
                 self._results[target.resource_id] = TargetResult(target)
@@ -167,16 +144,19 @@ class ExportTraversal:
                     for future in wait(running).done:
                         pending.extend(future.result())
                     running = set()
-                    snapshot = self._snapshot(pending)
+                    snapshot = self._snapshot(pending).model_dump(mode="json")
                     if self._on_checkpoint is not None:
                         self._on_checkpoint(snapshot)
+                        size = len(json.dumps(snapshot, separators=(",", ":")))
+                        log.info("checkpoint saved", extra={"bytes": size, "pending": len(pending)})
                     last_checkpoint = self._clock()
                     if stop:
                         return ExportResult(
                             list(self._results.values()), [], self.errors, self.calls, suspended=True, checkpoint=snapshot
                         )
                 while pending and len(running) < self.concurrency:
-                    running.add(pool.submit(contextvars.copy_context().run, self._run_step, pending.popleft()))
+                    step = pending.pop() if len(pending) > self.frontier else pending.popleft()
+                    running.add(pool.submit(contextvars.copy_context().run, self._run_step, step))
                 done, running = wait(running, return_when=FIRST_COMPLETED, timeout=self._checkpoint_seconds)
                 for future in done:
                     pending.extend(future.result())
@@ -185,60 +165,87 @@ class ExportTraversal:
         return ExportResult(list(self._results.values()), files, self.errors, self.calls)
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def _snapshot(self, pending: deque[Step]) -> dict[str, Any]:
-        return {
-            "version": 1,
-            "pending": [step_to_json(step) for step in pending],
-            "seen": {f"{rid}|{kind}": sorted(ids) for (rid, kind), ids in self._seen.items()},
-            "writers": {f"{rid}|{kind}": writer.checkpoint() for (rid, kind), writer in self._writers.items()},
-            "targets": {
-                rid: {
-                    "ok": r.ok,
-                    "counts": r.counts,
-                    "skipped": r.skipped,
-                    "secrets": r.secrets_scrubbed,
-                    "nonFinite": r.non_finite,
-                }
+    def _resume_checkpoint(self) -> ExportCheckpoint | None:
+        if not self._resume_from:
+            return None
+        try:
+            return ExportCheckpoint.model_validate(self._resume_from)
+        except ValueError:
+            # a checkpoint of an older version: start again (each file is rewritten from its first block)
+            log.warning("checkpoint of another version ignored: the export starts again")
+            return None
+
+    def _snapshot(self, pending: deque[Step]) -> ExportCheckpoint:
+        return ExportCheckpoint(
+            pending=[
+                PendingStep(
+                    target=s.target,
+                    kind=s.kind,
+                    op="list" if s.op == "list" else "item",
+                    url=s.url,
+                    bindings=list(s.bindings),
+                    item_id=s.item_id,
+                    listed=s.listed,
+                    page=s.page,
+                    list_url=s.list_url,
+                    inherited=s.inherited,
+                )
+                for s in pending
+            ],
+            files={f"{rid}|{kind}": FileState(**writer.checkpoint()) for (rid, kind), writer in self._writers.items()},
+            targets={
+                rid: TargetState(
+                    ok=r.ok,
+                    counts=r.counts,
+                    skipped=r.skipped,
+                    secrets=r.secrets_scrubbed,
+                    non_finite=r.non_finite,
+                    matches=r.matches,
+                )
                 for rid, r in self._results.items()
             },
-            "errors": [e.as_dict() for e in self.errors],
-            "calls": self.calls,
-            "attributed": {f"{rid}|{kind}": sorted(ids) for (rid, kind), ids in self._attributed.items()},
-            "written": {f"{rid}|{kind}": sorted(ids) for (rid, kind), ids in self._written.items()},
-            "matches": {rid: r.matches for rid, r in self._results.items()},
-            "deferred": self._deferred,
-        }
+            errors=[ErrorState(**e.as_dict()) for e in self.errors],
+            calls=self.calls,
+            attributed={f"{rid}|{kind}": sorted(ids) for (rid, kind), ids in self._attributed.items()},
+            deferred=self._deferred,
+        )
 
-    def _restore(self, snapshot: dict[str, Any]) -> list[Step]:
+    def _restore(self, checkpoint: ExportCheckpoint) -> list[Step]:
         by_id = {t.resource_id: t for t in self.request.targets}
-        for rid, raw in snapshot["targets"].items():
+        for rid, raw in checkpoint.targets.items():
             self._results[rid] = TargetResult(
                 by_id[rid],
-                ok=raw["ok"],
-                counts=dict(raw["counts"]),
-                skipped=dict(raw["skipped"]),
-                secrets_scrubbed=int(raw["secrets"]),
-                non_finite=int(raw.get("nonFinite", 0)),
+                ok=raw.ok,
+                counts=dict(raw.counts),
+                skipped=dict(raw.skipped),
+                secrets_scrubbed=raw.secrets,
+                matches={k: dict(v) for k, v in raw.matches.items()},
+                non_finite=raw.non_finite,
             )
-        for key, ids in snapshot["seen"].items():
-            rid, kind = key.rsplit("|", 1)
-            self._seen[(rid, kind)] = set(ids)
-        for key, state in snapshot["writers"].items():
+        for key, state in checkpoint.files.items():
             rid, kind = key.rsplit("|", 1)
             name = jsonl_name(self.request.requestId, by_id[rid], kind)
-            self._writers[(rid, kind)] = JsonlWriter(
-                self.store.block_blob(name), name=name, kind=kind, workspace=rid, resume=state
-            )
-        self.errors = [ErrorRecord(**e) for e in snapshot["errors"]]
-        self.calls = int(snapshot["calls"])
-        for name, store in (("attributed", self._attributed), ("written", self._written)):
-            for key, ids in snapshot.get(name, {}).items():
-                rid, kind = key.rsplit("|", 1)
-                store[(rid, kind)] = set(ids)
-        for rid, matches in snapshot.get("matches", {}).items():
-            self._results[rid].matches = {k: dict(v) for k, v in matches.items()}
-        self._deferred = list(snapshot.get("deferred", []))
-        return [step_from_json(raw) for raw in snapshot["pending"]]
+            blob = self.store.block_blob(name)
+            self._writers[(rid, kind)] = JsonlWriter(blob, name=name, kind=kind, workspace=rid, resume=state.model_dump())
+            # what was written before the checkpoint: its blocks, committed and read back (never what a killed
+            # run staged after it), so that a record reached again is not written twice
+            ids: set[str] = set()
+            if state.blocks:
+                blob.commit(state.blocks)
+                for raw_line in (self.store.read(name) or b"").splitlines():
+                    ids.add(str(json.loads(raw_line)["id"]))
+            self._seen[(rid, kind)] = set(ids)
+            self._written[(rid, kind)] = ids
+        self.errors = [ErrorRecord(e.code, e.message, e.kind, e.target) for e in checkpoint.errors]
+        self.calls = checkpoint.calls
+        for key, attributed in checkpoint.attributed.items():
+            rid, kind = key.rsplit("|", 1)
+            self._attributed[(rid, kind)] = set(attributed)
+        self._deferred = list(checkpoint.deferred)
+        return [
+            Step(p.target, p.kind, p.op, p.url, tuple(p.bindings), p.item_id, p.listed, p.page, p.list_url, p.inherited)
+            for p in checkpoint.pending
+        ]
 
     def _close_files(self) -> list[FileEntry]:
         files: list[FileEntry] = []
@@ -301,7 +308,7 @@ class ExportTraversal:
         steps = self._accept(target, "workspace", body, None, {}, self._workspace_step(target).url)
         for name, kind in self.catalog.kinds.items():
             if name in self.needed and kind.source is None and kind.list:
-                url = url_for(self.catalog, self.endpoints, kind, kind.list, target, {})
+                url = url_for(self.catalog, self.endpoints, kind, kind.list, target, {}, listing=True)
                 steps.append(Step(target, name, "list", url, list_url=url))
         return steps
 
@@ -313,6 +320,8 @@ class ExportTraversal:
         steps: list[Step] = []
         bindings = dict(step.bindings)
         for record in body.get("value") or []:
+            if kind.where and not matches_where(record, kind.where):
+                continue
             rid = record_id(kind, record)
             if not self._first_sight(step.target, step.kind, rid):
                 continue
@@ -332,7 +341,9 @@ class ExportTraversal:
             )
         next_url = self._next_page(kind, step, body)
         if next_url:
-            steps.append(
+            # first: run first while few steps wait, last when they run newest first (depth first)
+            steps.insert(
+                0,
                 Step(
                     step.target,
                     step.kind,
@@ -342,7 +353,7 @@ class ExportTraversal:
                     page=step.page + 1,
                     list_url=step.list_url,
                     inherited=step.inherited,
-                )
+                ),
             )
         return steps
 
@@ -485,14 +496,13 @@ class ExportTraversal:
                     continue
                 child_bindings = {**bindings, **{k: str(v) for k, v in values.items()}}
                 try:
-                    url = url_for(self.catalog, self.endpoints, child, child.list, target, child_bindings)
+                    url = url_for(self.catalog, self.endpoints, child, child.list, target, child_bindings, listing=True)
                 except InvalidIdError as exc:
                     self._record_error(child_name, target, exc.code, exc.message)
                     continue
+                passed = inherited and src.inheritAttribution  # v2: a record is the subject's only when it names them
                 steps.append(
-                    Step(
-                        target, child_name, "list", url, tuple(sorted(child_bindings.items())), list_url=url, inherited=inherited
-                    )
+                    Step(target, child_name, "list", url, tuple(sorted(child_bindings.items())), list_url=url, inherited=passed)
                 )
             elif src.ids and child.item:
                 for child_id in scalar_ids(record, src.ids):

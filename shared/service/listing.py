@@ -37,10 +37,13 @@ def url_for(
     values: dict[str, str],
     *,
     query: bool = True,
+    listing: bool = False,
 ) -> str:
+    """A catalog URL for a target; ``listing``: a list's first page (its ``listQuery`` too, e.g. listViewType=All)."""
     path = build_path(template, workspace_path(catalog, target), values)
     url = f"{endpoints.base(kind.family, target)}/{path}"
-    return with_query(url, kind.query) if query and kind.query else url
+    params = {**kind.query, **(getattr(kind, "listQuery", None) or {})} if listing else dict(kind.query)
+    return with_query(url, params) if query and params else url
 
 
 def next_page_url(kind: Kind, url: str, list_url: str, body: dict[str, Any], page: int) -> str | None:
@@ -52,7 +55,8 @@ def next_page_url(kind: Kind, url: str, list_url: str, body: dict[str, Any], pag
     if isinstance(next_link, str) and next_link:
         next_link = urljoin(url, next_link)  # a relative nextLink is relative to the page that gave it
         check_same_collection(next_link, list_url)  # untrusted_url: never another workspace's or kind's path
-        nxt = with_query(next_link, kind.query, override=True) if kind.query else next_link
+        fixed = {**kind.query, **kind.listQuery}
+        nxt = with_query(next_link, fixed, override=True) if fixed else next_link
     elif isinstance(token, str) and token:
         nxt = with_query(list_url, {p: token for p in kind.tokenParams}, override=True)
     else:

@@ -34,7 +34,9 @@ def test_dry_run_names_every_planned_item_and_deletes_nothing(services, dsr_env,
     assert event["type"] == "aml.dsr.delete.completed"
     assert _deletes(emulator) == []
     planned = {(p["kind"], p["id"]) for p in event["data"]["plan"]}
-    assert planned == {(k, i) for k in DELETE_KINDS for i in before[k]}
+    v1 = [k for k in DELETE_KINDS if k in ("models", "assets", "images", "services")]
+    v2 = emulator.expected_deletables()  # the v2 delete kinds and the containers that go with their versions
+    assert planned == {(k, i) for k in v1 for i in before[k]} | {(k, i) for k, ids in v2.items() for i in ids}
     assert emulator.expected_ids() == before
     assert event["data"]["counts"][RESOURCE_ID]["models"]["planned"] == len(before["models"])
 

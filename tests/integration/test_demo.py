@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.domain.contract import EXPORT_KINDS
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,10 +26,11 @@ def test_the_demo_runs_export_dry_run_and_delete_and_cleans_up(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = proc.stdout
     assert out.count("aml.dsr.export.completed") >= 1 and out.count("aml.dsr.delete.completed") >= 2
-    assert re.search(r"models\s+would delete\s+\d+", out)
+    assert re.search(r"v1 models\s+would delete\s+\d+", out)
+    assert re.search(r"v2 modelVersions\s+would delete\s+\d+", out) and re.search(r"v2 jobs\s+planned\s+\d+", out)
     assert re.search(r"verified gone\s+\d+", out)
     manifest = json.loads((tmp_path / "demo-output" / "DEMO-EXPORT-1" / "manifest.json").read_text())
-    assert manifest["status"] == "completed" and len(manifest["files"]) == 17
+    assert manifest["status"] == "completed" and len(manifest["files"]) == len(EXPORT_KINDS)  # v1 and v2
     events = (tmp_path / "demo-output" / "outcome-events.jsonl").read_text().splitlines()
     assert [json.loads(e)["data"]["status"] for e in events] == ["completed"] * 3
     # everything it started is stopped

@@ -19,6 +19,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.bootstrap import build_services
 from shared.domain.contract import EXPORT_KINDS
+from shared.service.checkpoint import ExportCheckpoint
 from shared.service.processor import handle, process
 from shared.service.state import RequestBusy
 from shared.settings import load_settings
@@ -107,8 +108,10 @@ def test_continuation_across_invocations_with_a_tiny_budget(dsr_env, emulator, m
     _assert_exact_bundle(dsr_env, body["requestId"], emulator)
 
 
-def test_sigkill_at_random_instants_then_rerun_gives_an_exact_bundle(dsr_env, emulator, make_request, tmp_path):
-    emulator.configure(latency_ms=40, scale=2.0)
+@pytest.mark.parametrize("faults", [{}, {"429": 0.03, "503": 0.03, "drop": 0.03}], ids=["clean", "with-sporadic-faults"])
+def test_sigkill_at_random_instants_then_rerun_gives_an_exact_bundle(dsr_env, emulator, make_request, tmp_path, faults):
+    # with faults: about one call in eleven answered 429 or 503 (Retry-After: 1) or cut, as a real service may
+    emulator.configure(latency_ms=40, scale=2.0, faults=faults, retry_after=1)
     body = make_request()
     request_file = tmp_path / "request.json"
     request_file.write_text(json.dumps(body))
@@ -118,9 +121,12 @@ def test_sigkill_at_random_instants_then_rerun_gives_an_exact_bundle(dsr_env, em
 
     def checkpointed() -> bool:
         try:
-            return json.loads(state.download_blob(f"{body['requestId']}.json").readall()).get("checkpoint") is not None
+            saved = json.loads(state.download_blob(f"{body['requestId']}.json").readall()).get("checkpoint")
         except ResourceNotFoundError:  # not written yet
             return False
+        if saved is not None:  # typed, and holds positions, not the ids written
+            ExportCheckpoint.model_validate(saved["export"])
+        return saved is not None
 
     kills = 0
     for attempt in range(3):

@@ -59,12 +59,14 @@ def test_a_delete_without_delete_rights_fails_per_item_with_a_code(proxy, emulat
     # GIVEN an identity that may only read, and a workspace with deletable items
     proxy.intercept = reader_only
     before = emulator.expected_ids()
+    v2 = emulator.expected_deletables()
     # WHEN a delete (with a confirmed workspace purge) runs
     body = make_request(operation="delete", deleteWorkspace=True, confirmWorkspace=DEMO_TARGET["workspace"])
     event = handle(json.dumps(body), _services(publisher))
     # THEN nothing is gone, the outcome is a coded failure, and each item names its own `forbidden` error
     assert event["type"] == "aml.dsr.delete.failed"
     planned = sum(len(before[k]) for k in ("models", "assets", "images", "services"))
+    planned += sum(len(ids) for kind, ids in v2.items() if not kind.endswith("Containers"))  # containers: versions_remain
     forbidden = [e for e in event["data"]["errors"] if e["code"] == "forbidden"]
     assert len(forbidden) == planned and all(e.get("id") and e["kind"] for e in forbidden)
     assert "workspace_delete_skipped" in {e["code"] for e in event["data"]["errors"]}  # no purge after failures

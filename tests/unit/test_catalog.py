@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -152,3 +153,159 @@ def test_references_are_read_from_records():
     assert scalar_ids(graph, "datasourceNodes[*].dataSourceId") == []
     assert field_values({"a": {"b": [1, 2]}}, "a.b") == [[1, 2]]
     assert scalar_ids({"templateId": None}, "templateId") == []
+
+
+# -- today's Azure ML (v2): every row of the reference aml-v2.md ---------------------------------------------
+AML_V2_MD = Path(__file__).parents[1] / "fixtures" / "reference" / "aml-v2.md"
+V2_ROW_KINDS = {
+    "jobs": ("jobs",),
+    "models": ("modelContainers", "modelVersions"),
+    "data": ("dataContainers", "dataVersions"),
+    "environments": ("environmentContainers", "environmentVersions"),
+    "components": ("componentContainers", "componentVersions"),
+    "codes": ("codeContainers", "codeVersions"),
+    "connections": ("connections",),
+    "computes (v2 view)": ("computes", "computeInstances"),
+    "onlineEndpoints": ("onlineEndpoints",),
+    "onlineDeployments": ("onlineEndpoints", "onlineDeployments"),
+    "batchEndpoints": ("batchEndpoints",),
+    "batchDeployments": ("batchEndpoints", "batchDeployments"),
+    "schedules": ("schedules",),
+    "featuresets": ("featuresetContainers", "featuresetVersions"),
+    "featurestoreEntities": ("featurestoreEntityContainers", "featurestoreEntityVersions"),
+}
+V2_NOT_CALLED = {
+    "datastores": "the workspace's datastores are the v1 kind `datastores` (data plane, includeSecret=false): the same "
+    "records; the ARM view adds nothing personal",
+}
+
+
+def _v2_rows() -> list[tuple[str, list[str], str]]:
+    """(kind cell, URLs of the list/item/delete cells with '...' expanded, delete cell) of the v2 table."""
+    rows = []
+    in_table = False
+    for line in AML_V2_MD.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            in_table = line.startswith("## The v2 kinds")
+        if not in_table or not line.startswith("| ") or line.startswith(("| kind", "|---")):
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        urls: list[str] = []
+        for cell in cells[1:4]:
+            for quoted in cell.split("`")[1::2]:
+                if quoted.startswith("ARM/"):
+                    urls.append(quoted)
+                elif quoted.startswith(".../") and urls:  # relative to the URL before it, overlapping or not
+                    prev, rest = urls[-1].split("?")[0], quoted[4:]
+                    first = rest.split("/")[0]
+                    if prev.endswith("/" + first):
+                        prev = prev[: -len(first) - 1]
+                    urls.append(f"{prev}/{rest}")
+        same_shape = re.search(r"same shape under `(\w+)`", cells[1])
+        if same_shape:
+            seg = same_shape.group(1)
+            urls = [
+                f"ARM/WS/{seg}?listViewType=All",
+                f"ARM/WS/{seg}/{{name}}/versions?listViewType=All",
+                f"ARM/WS/{seg}/{{name}}/versions/{{version}}",
+                f"ARM/WS/{seg}/{{name}}",
+            ]
+        rows.append((cells[0], urls, cells[3]))
+    return rows
+
+
+@pytest.mark.parametrize(("kind_cell", "urls", "delete_cell"), _v2_rows())
+def test_every_v2_row_is_in_the_catalog(kind_cell, urls, delete_cell):
+    """Paths, listViewType=All where the reference asks for it, the DELETE's own query, and who may be deleted."""
+    if kind_cell in V2_NOT_CALLED:
+        pytest.skip(V2_NOT_CALLED[kind_cell])
+    catalog = load_catalog()
+    kinds = V2_ROW_KINDS[kind_cell]
+    assert urls, kind_cell
+    for url in urls:
+        path, _, query = url.partition("?")
+        family, canon = _normalise(path)
+        found = [
+            (name, column)
+            for name in kinds
+            for column, where in _catalog_paths(catalog, name).items()
+            if where == (family, canon)
+        ]
+        assert found, f"{kind_cell}: {url} is not in the catalog"
+        for pair in query.split("&") if query else []:
+            key, _, value = pair.partition("=")
+            sent = [
+                (catalog.kinds[name].listQuery if column == "list" else catalog.kinds[name].deleteQuery).get(key)
+                for name, column in found
+            ]
+            assert value in sent, f"{kind_cell}: {url} must be sent with {pair}"
+        for name, _column in found:
+            assert catalog.kinds[name].family == "arm"
+            if name != "computes":  # the v1 kind keeps its own api-version
+                assert catalog.kinds[name].query["api-version"] == "2024-10-01"
+            assert catalog.kinds[name].idField == "id"  # the ARM resource id
+    if "(export only)" in delete_cell:
+        assert all("delete" not in catalog.kinds[name].operations for name in kinds)
+    elif kind_cell != "computes (v2 view)":
+        assert "delete" in catalog.kinds[kinds[-1]].operations
+    else:
+        assert "delete" not in catalog.kinds["computes"].operations
+        assert catalog.kinds["computeInstances"].where == {"properties.computeType": "ComputeInstance"}
+
+
+def test_the_v2_reference_has_as_many_rows_as_we_think():
+    rows = _v2_rows()
+    assert len(rows) == 16
+    assert {cell for cell, _, _ in rows} == set(V2_ROW_KINDS) | set(V2_NOT_CALLED)
+
+
+def test_the_v2_api_version_is_a_setting_and_every_v2_kind_is_identified_by_its_arm_id():
+    bumped = load_catalog(parameters=(("DSR_ARM_ML_API_VERSION", "2025-01-01-preview"),))
+    v2 = [name for name, kind in load_catalog().kinds.items() if "${DSR_ARM_ML_API_VERSION}" in _raw_query(name)]
+    assert "jobs" in v2 and "computeInstances" in v2 and len(v2) == 22
+    for name in v2:
+        assert bumped.kinds[name].query["api-version"] == "2025-01-01-preview"
+        assert "systemData.createdBy" in bumped.kinds[name].identityFields
+    assert bumped.kinds["computes"].query["api-version"] == "2019-11-01"  # the v1 kinds keep theirs
+
+
+def _raw_query(name: str) -> str:
+    raw = json.loads((Path(shared.domain.catalog.__file__).with_name("catalog.json")).read_text())
+    return json.dumps(raw["kinds"][name].get("query", {}))
+
+
+def test_subject_delete_owner_fields_are_the_creator_or_the_assigned_user():
+    catalog = load_catalog()
+    for name in DELETE_KINDS:
+        kind = catalog.kinds[name]
+        if kind.family == "arm":
+            expected = (
+                ("properties.properties.personalComputeInstanceSettings.assignedUser.objectId",)
+                if name == "computeInstances"
+                else ("systemData.createdBy",)
+            )
+            assert kind.owner_fields == expected, name
+
+
+def test_delete_levels_follow_the_contract_order():
+    catalog = load_catalog()
+    level = {name: catalog.kinds[name].deleteLevel for name in catalog.kinds}
+    order = [
+        ["schedules"],
+        ["onlineDeployments", "batchDeployments"],
+        ["onlineEndpoints", "batchEndpoints"],
+        ["jobs"],
+        ["modelVersions", "dataVersions", "featuresetVersions", "featurestoreEntityVersions"],
+        ["modelContainers", "codeContainers", "featurestoreEntityContainers"],
+    ]
+    for earlier, later in itertools.pairwise(order):
+        assert max(level[k] for k in earlier) < min(level[k] for k in later), (earlier, later)
+
+
+def test_an_undeclared_catalog_parameter_is_refused(tmp_path):
+    raw = json.loads((Path(shared.domain.catalog.__file__).with_name("catalog.json")).read_text())
+    raw["kinds"]["jobs"]["query"]["api-version"] = "${DSR_NOT_DECLARED}"
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="DSR_NOT_DECLARED"):
+        load_catalog(str(path))

@@ -642,3 +642,36 @@ def test_every_valid_request_builds_only_allowed_urls_and_plain_blob_names(reque
     # THEN every URL it leads to stays on the configured domains, with the location as one DNS label,
     # and every blob name is a plain relative path
     assert_safe_to_build_urls_and_names(request)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# today's Azure ML (contract 6.1) and subject aliases (6.3)
+# ---------------------------------------------------------------------------------------------------------------
+SUBJECT = {"objectId": "aaaaaaaa-0000-0000-0000-000000000001", "upn": "jane.doe@contoso.com"}
+
+
+def test_the_v2_kinds_are_export_and_delete_kinds_and_clusters_are_not_deletable():
+    assert {"jobs", "modelVersions", "modelContainers", "connections", "featurestoreEntityVersions"} <= set(EXPORT_KINDS)
+    assert {"jobs", "modelVersions", "onlineEndpoints", "schedules", "computeInstances"} <= set(DELETE_KINDS)
+    assert "modelContainers" not in DELETE_KINDS  # a container goes only with all its versions
+    assert rejection(delete(resourceKinds=["computes"])).violations[0].code == "kind_not_deletable"
+    assert rejection(delete(resourceKinds=["connections"])).violations[0].code == "kind_not_deletable"
+    assert parse_request(json.dumps(delete(resourceKinds=["computeInstances", "jobs"]))).kinds == ("jobs", "computeInstances")
+
+
+def test_subject_emails_are_one_to_ten_addresses_of_at_most_254_characters():
+    def subject_request(emails: Any) -> dict[str, Any]:
+        return message(scope="subject", subject={**SUBJECT, "emails": emails})
+
+    ok = parse_request(json.dumps(subject_request(["jane@contoso.com", "j.doe@fabrikam.com"])))
+    assert ok.subject is not None and ok.subject.emails == ["jane@contoso.com", "j.doe@fabrikam.com"]
+    for emails, code, field in (
+        ([], "too_few", "subject.emails"),
+        ([f"a{i}@x.com" for i in range(11)], "too_many", "subject.emails"),
+        (["not-an-address"], "invalid_format", "subject.emails[0]"),
+        (["a@" + "b" * 253], "too_long", "subject.emails[0]"),
+        ("jane@contoso.com", "wrong_type", "subject.emails"),
+    ):
+        violation = rejection(subject_request(emails)).violations[0]
+        assert (violation.code, violation.field) == (code, field), emails
+    assert "e-mail address" in rejection(subject_request(["nope"])).violations[0].message

@@ -1,23 +1,21 @@
-"""The rate governor (shared.domain.governor): pure logic on a fake clock, and its place in the HTTP seam.
+"""The limiters (shared.domain.governor) on a fake clock, and their place in the HTTP seam.
 
-No wall-clock timing here: "seconds" are the fake clock's, and the simulation of a throttling service is a
-deterministic discrete-event loop, so the assertions are about the algorithm, not about this machine.
+No wall-clock timing: "seconds" are the fake clock's. Each test states one sentence of the module docstring.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import math
-from dataclasses import dataclass, field
+from typing import Any
 
-import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.adapters.aml_http import AzureMLHttp
-from shared.domain.errors import NotFoundError, ThrottledError
-from shared.domain.governor import Governor, Permit, remaining_from_headers
+from shared.domain.governor import Governor, Limiter, limiter_key, remaining_from_headers
 from shared.domain.urls import UrlPolicy
 from tests.support.loopback import FakeCredential, LoopbackServer, Reply, Seen
+
+RTT = 0.02
 
 
 class FakeClock:
@@ -33,337 +31,240 @@ class FakeClock:
         self.now += seconds
 
 
-def governor(clock: FakeClock, **knobs: object) -> Governor:
-    return Governor(clock=clock, sleep=clock.sleep, **knobs)  # type: ignore[arg-type]
+def limiter(clock: FakeClock, **knobs: Any) -> Limiter:
+    return Limiter(clock=clock, sleep=clock.sleep, **knobs)
 
 
-def grant(gov: Governor) -> Permit:
-    reservation = gov.try_acquire()
-    assert reservation.permit is not None and reservation.wait == 0, reservation
-    return reservation.permit
-
-
-def run_calls(gov: Governor, clock: FakeClock, count: int, seconds: float) -> None:
-    """``count`` calls spread over ``seconds`` (or paced slower by the governor), each admitted at once."""
+def clean_round_trips(lim: Limiter, clock: FakeClock, count: int, *, remaining: int | None = None) -> None:
+    """``count`` round trips, each one call sent now and answered after ``RTT`` (no 429)."""
     for _ in range(count):
-        gov.succeeded(gov.acquire())
-        clock.now += seconds / count
+        sent = lim.acquire()
+        clock.now += RTT
+        lim.answered(sent, remaining=remaining)
 
 
-# -- pause and epochs ------------------------------------------------------------------------------------------------
+def shared_throttling(lim: Limiter, clock: FakeClock, *, retry_after: float = 1.0) -> None:
+    """A full burst of calls, most of them answered 429: a limit every call is hitting."""
+    sent = [lim.acquire() for _ in range(40)]
+    clock.now += RTT
+    for i, at in enumerate(sent):
+        lim.answered(at, throttled=i % 4 != 0, retry_after=retry_after)
 
 
-def test_unlimited_until_the_first_429():
+# -- a stray 429 -------------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    calls=st.integers(min_value=30, max_value=400),
+    strays=st.lists(st.integers(min_value=0, max_value=399), max_size=2, unique=True),
+)
+def test_stray_429s_delay_no_other_call_and_set_no_pace(calls: int, strays: list[int]):
+    # GIVEN an unpaced limiter, WHEN at most quorum-1 answers in the window are 429s
     clock = FakeClock()
-    gov = governor(clock, max_concurrency=4)
-    for _ in range(1000):
-        gov.succeeded(grant(gov))
-    assert gov.rate is None and gov.events == 0 and clock.slept == []
+    lim = limiter(clock)
+    for i in range(calls):
+        sent = lim.acquire()
+        clock.now += RTT / 4
+        lim.answered(sent, throttled=i in strays, retry_after=1.0)
+    # THEN nothing paused and nothing paced: the next call goes at once
+    assert lim.pauses == 0 and lim.pace is None
+    assert lim.reserve() == 0
 
 
-def test_a_429_pauses_every_thread_for_its_retry_after():
+@settings(max_examples=40, deadline=None)
+@given(every=st.integers(min_value=25, max_value=10_000), seed=st.integers(0, 10_000))
+def test_sporadic_429s_at_a_few_percent_never_pause(every: int, seed: int):
+    # GIVEN answers where one in ``every`` (4% at most) is a 429: faults, not a limit
     clock = FakeClock()
-    gov = governor(clock)
-    a, b = grant(gov), grant(gov)
-    gov.throttled(a, 2.0)
-    waiting = gov.try_acquire()
-    assert waiting.permit is None and waiting.wait == pytest.approx(2.0)
-    gov.succeeded(b)  # the other call in flight still completes
+    lim = limiter(clock)
+    for i in range(2000):
+        sent = lim.acquire()
+        clock.now += 0.002
+        lim.answered(sent, throttled=(i + seed) % every == 0, retry_after=1.0)
+    # THEN no call but the throttled one ever waited
+    assert lim.pauses == 0 and clock.slept == []
+
+
+# -- shared throttling -------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(retry_after=st.floats(min_value=0.5, max_value=30.0))
+def test_shared_throttling_pauses_the_other_calls_for_the_retry_after(retry_after: float):
+    clock = FakeClock()
+    lim = limiter(clock)
+    clean_round_trips(lim, clock, 20)
+    # WHEN most calls of a burst are answered 429
+    shared_throttling(lim, clock, retry_after=retry_after)
+    # THEN a call not throttled itself waits until the Retry-After has passed, once
+    assert lim.pauses == 1
+    assert lim.reserve() >= retry_after - 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    admitted=st.integers(min_value=20, max_value=600),
+    extra=st.integers(min_value=0, max_value=300),
+    paced=st.booleans(),
+)
+def test_without_counts_the_pace_never_falls_below_what_was_admitted(admitted: int, extra: int, paced: bool):
+    # GIVEN ``admitted`` calls answered over the last second, then a storm of 429s (a pause included)
+    clock = FakeClock()
+    lim = limiter(clock)
+    if paced:
+        shared_throttling(lim, clock)
+        clock.now += 5.0
+    for _ in range(admitted):
+        sent = lim.acquire()
+        clock.now += 1.0 / admitted
+        lim.answered(sent)
+    for _ in range(admitted // 3 + 3 + extra):  # shared: a quarter of the answers or more
+        lim.answered(clock.now - RTT, throttled=True, retry_after=1.0)
+        clock.now += 0.001
+    # THEN the pace is at least the admitted rate over the window (it cannot collapse)
+    assert lim.pace is not None
+    assert lim.pace >= admitted / lim.window - 1e-9
+
+
+def test_a_429_while_paced_lowers_the_pace_without_pausing_the_others():
+    clock = FakeClock()
+    lim = limiter(clock)
+    shared_throttling(lim, clock)
     clock.now += 2.0
-    assert gov.try_acquire().permit is not None
+    clean_round_trips(lim, clock, 20)
+    before = lim.pace
+    assert before is not None
+    pauses = lim.pauses
+    # WHEN one 429 arrives for a call sent after the last change
+    sent = lim.acquire()
+    clock.now += RTT
+    lim.answered(sent, throttled=True, retry_after=1.0)
+    # THEN the pace is lower, and nobody else is paused
+    assert lim.pace is not None and lim.pace < before
+    assert lim.pauses == pauses
 
 
-def test_a_429_without_retry_after_pauses_for_the_default():
+def test_decreases_come_at_most_once_per_round_trip():
     clock = FakeClock()
-    gov = governor(clock, default_pause=0.75)
-    gov.throttled(grant(gov), None)
-    assert gov.try_acquire().wait == pytest.approx(0.75)
+    lim = limiter(clock)
+    shared_throttling(lim, clock)
+    events = lim.shared_events
+    # WHEN more 429s arrive for calls sent before that decrease
+    for _ in range(30):
+        lim.answered(clock.now - 0.5, throttled=True, retry_after=1.0)
+    # THEN the pace is not cut again
+    assert lim.shared_events == events
 
 
-def test_the_429s_of_calls_already_in_flight_are_one_event():
+# -- recovery -------------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=20, deadline=None)
+@given(counts=st.booleans())
+def test_clean_round_trips_bring_back_full_speed_within_seconds(counts: bool):
     clock = FakeClock()
-    gov = governor(clock, max_concurrency=8)
-    run_calls(gov, clock, 100, 0.5)
-    permits = [grant(gov) for _ in range(8)]
-    for permit in permits:
-        gov.throttled(permit, 1.0)
-    assert gov.throttled_count == 8 and gov.events == 1
-    assert gov.inflight == 0
-
-
-def test_the_first_event_paces_at_half_the_rate_that_was_sent():
-    clock = FakeClock()
-    gov = governor(clock)
-    run_calls(gov, clock, 99, 0.5)  # 99 calls + the throttled one in 0.5 s: 200 calls/s sent
-    gov.throttled(grant(gov), 1.0)
-    assert gov.rate == pytest.approx(100, rel=0.02)
-
-
-def test_a_permit_reserved_before_an_event_is_given_back():
-    clock = FakeClock()
-    gov = governor(clock, max_concurrency=8)
-    run_calls(gov, clock, 99, 0.5)
-    gov.throttled(grant(gov), 0.0)  # paced from now on
+    lim = limiter(clock)
+    shared_throttling(lim, clock)
     clock.now += 1.0
-    first = grant(gov)
-    reserved = gov.try_acquire()
-    assert reserved.permit is not None and reserved.wait and reserved.wait > 0
-    gov.throttled(first, 0.5)  # an event while the second one sleeps towards its slot
-    clock.now += reserved.wait
-    assert gov.confirm(reserved.permit) is False
-    assert gov.inflight == 0
+    # WHEN answers are clean again (20 ms round trips)
+    started = clock.now
+    while lim.pace is not None and clock.now - started < 60:
+        clean_round_trips(lim, clock, 1, remaining=1000 if counts else None)
+    # THEN the calls go unpaced within seconds (fewer with remaining counts, whose low water warns first)
+    assert lim.pace is None
+    assert clock.now - started <= (5.0 if counts else 12.0)
 
 
-def test_a_503_with_retry_after_pauses_and_halves_concurrency_but_sets_no_rate():
+def test_the_pace_grows_per_round_trip_not_per_answer():
     clock = FakeClock()
-    gov = governor(clock, max_concurrency=8)
-    first, second = grant(gov), grant(gov)
-    gov.throttled(first, 3.0, rate_limited=False)
-    gov.throttled(second, 3.0, rate_limited=False)  # in flight already: the same overload
-    assert gov.rate is None and gov.events == 0 and gov.limit == 4
-    assert gov.try_acquire().wait == pytest.approx(3.0)
-
-
-# -- pacing ------------------------------------------------------------------------------------------------------------
-
-
-def test_acquire_paces_calls_at_the_rate():
-    clock = FakeClock()
-    gov = governor(clock, max_concurrency=1000)
-    run_calls(gov, clock, 99, 0.5)
-    gov.throttled(grant(gov), 1.0)
-    rate = gov.rate
-    assert rate is not None
+    lim = limiter(clock)
+    shared_throttling(lim, clock)
     clock.now += 1.0
-    times = []
-    for _ in range(50):
-        permit = gov.acquire()
-        times.append(clock.now)
-        gov.release(permit)
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) == pytest.approx(1 / rate, rel=0.01)
+    pace = lim.pace
+    # WHEN 50 answers arrive for calls all sent in the same round trip
+    sent = [lim.acquire() for _ in range(50)]
+    clock.now += RTT
+    for at in sent:
+        lim.answered(at)
+    # THEN the pace grew once
+    assert pace is not None and lim.pace is not None
+    assert lim.pace == pace + lim.probe * pace
 
 
-def test_the_rate_grows_back_on_a_streak_of_successes_but_at_most_twice():
+# -- remaining counts ------------------------------------------------------------------------------------------------
+
+
+def test_a_falling_remaining_count_sets_the_refill_rate_before_any_429():
+    # GIVEN a service with a bucket of 100 refilled at 50 calls/s, called at 100 calls/s
     clock = FakeClock()
-    gov = governor(clock, max_concurrency=1000)
-    run_calls(gov, clock, 99, 0.5)
-    gov.throttled(grant(gov), 0.0)
-    base = gov.rate
-    assert base is not None
-    for _ in range(int(base * 3)):  # three seconds' worth of successes
-        gov.succeeded(gov.acquire())
-    grown = gov.rate
-    assert grown is not None and grown > base
-    for _ in range(int(base * 1000)):
-        gov.succeeded(gov.acquire())
-    assert gov.rate == pytest.approx(2 * base)
+    lim = limiter(clock)
+    tokens = 100.0
+    for _ in range(300):
+        sent = lim.acquire()
+        clock.now = max(clock.now, sent) + 0.01
+        tokens = min(100.0, tokens + 0.5) - 1
+        lim.answered(sent, remaining=int(tokens))
+        if lim.pace is not None:
+            break
+    # THEN the pace is just under 50 calls/s, and no call was throttled or paused
+    assert lim.pace is not None and 40 <= lim.pace <= 50
+    assert lim.throttled == 0 and lim.pauses == 0
 
 
-def test_after_a_long_cycle_the_rate_is_between_what_was_admitted_and_what_was_throttled():
-    """Lower bound: what was admitted between two events, over the time between them; upper bound: the
-    pacing rate that was throttled."""
+def test_remaining_from_headers_takes_the_smallest_count():
+    headers = {
+        "x-ms-ratelimit-remaining-subscription-reads": "11999",
+        "X-MS-RATELIMIT-REMAINING-RESOURCE": "Microsoft.Compute/Get3Min;190,Microsoft.Compute/Get30Min;1199",
+        "content-type": "application/json",
+    }
+    assert remaining_from_headers(headers) == 190
+    assert remaining_from_headers({"content-type": "x"}) is None
+    assert remaining_from_headers(None) is None
+
+
+# -- one limiter per service limit ------------------------------------------------------------------------------------
+
+ENDPOINTS = {
+    "arm": "https://management.azure.com",
+    "experiments": "https://{location}.experiments.azureml.net",
+    "modelmanagement": "https://{location}.modelmanagement.azureml.net",
+}
+
+
+def test_arm_is_limited_per_subscription_and_each_service_on_its_own():
+    sub_a = limiter_key("https://management.azure.com/subscriptions/AAA/resourceGroups/r?api-version=1", ENDPOINTS)
+    assert sub_a == limiter_key("https://MANAGEMENT.azure.com/subscriptions/aaa/providers/x", ENDPOINTS)
+    assert sub_a != limiter_key("https://management.azure.com/subscriptions/bbb/resourceGroups/r", ENDPOINTS)
+    history = limiter_key("https://westeurope.experiments.azureml.net/history/v1.0/subscriptions/AAA/x", ENDPOINTS)
+    assert history.startswith("experiments|") and history != sub_a
+    assert history == limiter_key("https://westeurope.experiments.azureml.net/history/v1.0/subscriptions/bbb/y", ENDPOINTS)
+    assert history != limiter_key("https://eastus.experiments.azureml.net/history/v1.0/subscriptions/AAA/x", ENDPOINTS)
+
+
+def test_families_behind_one_host_are_told_apart_by_their_path():
+    base = "http://127.0.0.1:8080"
+    endpoints = {"arm": f"{base}/arm", "experiments": f"{base}/exp/{{location}}", "aether": f"{base}/aether/{{location}}"}
+    assert limiter_key(f"{base}/exp/westeurope/history/v1.0/x", endpoints).startswith("experiments|")
+    assert limiter_key(f"{base}/aether/westeurope/api/x", endpoints).startswith("aether|")
+    assert limiter_key(f"{base}/arm/subscriptions/s1/x", endpoints).endswith("|s1")
+
+
+def test_one_limiter_throttling_leaves_the_other_alone():
     clock = FakeClock()
-    gov = governor(clock, max_concurrency=1000)
-    run_calls(gov, clock, 99, 0.5)
-    gov.throttled(grant(gov), 0.0)
-    clock.now += 1.0
-    run_calls(gov, clock, 600, 10.0)  # 60/s admitted for 10 s, then throttled
-    throttled_at = gov.rate
-    assert throttled_at is not None
-    gov.throttled(grant(gov), 0.0)
-    rate = gov.rate
-    assert rate is not None and 600 / 11.0 <= rate < throttled_at
+    governor = Governor(ENDPOINTS, clock=clock, sleep=clock.sleep)
+    a = governor.limiter("https://management.azure.com/subscriptions/aaa/x")
+    b = governor.limiter("https://management.azure.com/subscriptions/bbb/x")
+    shared_throttling(a, clock, retry_after=5.0)
+    assert a.reserve() >= 5.0 - 1e-9
+    assert b.reserve() == 0 and b.pace is None
 
 
-# -- concurrency -------------------------------------------------------------------------------------------------------
+# -- in the HTTP seam ---------------------------------------------------------------------------------------------
 
 
-def test_concurrency_is_a_limit_that_halves_on_an_event_and_grows_by_one_per_window():
-    clock = FakeClock()
-    gov = governor(clock, max_concurrency=8)
-    permits = [grant(gov) for _ in range(8)]
-    blocked = gov.try_acquire()
-    assert blocked.permit is None and blocked.wait is None
-    gov.throttled(permits[0], 0.0)
-    for permit in permits[1:]:
-        gov.release(permit)
-    assert gov.limit == 4
-    clock.now += 10
-    for _ in range(4):
-        gov.succeeded(gov.acquire())
-    assert gov.limit == 5
-    for _ in range(1000):
-        gov.succeeded(gov.acquire())
-    assert gov.limit == 8
-
-
-def test_concurrency_is_not_cut_below_what_the_rate_needs_at_the_latency():
-    clock = FakeClock()
-    gov = governor(clock, max_concurrency=64)
-    for _ in range(400):  # 1 s of calls, each taking 200 ms
-        permit = grant(gov)
-        clock.now += 0.2
-        gov.succeeded(permit)
-        clock.now -= 0.2 - 1 / 400
-    gov.throttled(grant(gov), 0.0)
-    rate = gov.rate
-    assert rate is not None
-    assert gov.limit >= math.ceil(rate * 0.2)
-
-
-# -- x-ms-ratelimit-remaining ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("headers", "expected"),
-    [
-        ({"x-ms-ratelimit-remaining-subscription-reads": "11999"}, 11999),
-        ({"x-ms-ratelimit-remaining-subscription-reads": "12", "x-ms-ratelimit-remaining-tenant-reads": "7"}, 7),
-        ({"x-ms-ratelimit-remaining-resource": "Microsoft.Compute/GetOperation3Min;1199,Microsoft.Compute/Get30Min;2"}, 2),
-        ({"content-type": "application/json"}, None),
-        ({"x-ms-ratelimit-remaining-subscription-reads": "n/a"}, None),
-        ({}, None),
-    ],
-)
-def test_remaining_counts_are_read_from_the_headers(headers, expected):
-    assert remaining_from_headers(headers) == expected
-
-
-def test_a_low_remaining_count_slows_down_before_any_429():
-    clock = FakeClock()
-    gov = governor(clock)
-    run_calls(gov, clock, 99, 0.5)
-    gov.succeeded(grant(gov), {"x-ms-ratelimit-remaining-subscription-reads": "3"})
-    assert gov.soft_events == 1 and gov.rate is not None
-    reservation = gov.try_acquire()
-    assert reservation.permit is not None and reservation.wait == 0  # paced, but no pause
-    gov.succeeded(reservation.permit, {"x-ms-ratelimit-remaining-subscription-reads": "2"})
-    assert gov.soft_events == 1  # at most one a second
-
-
-def test_a_high_remaining_count_changes_nothing():
-    clock = FakeClock()
-    gov = governor(clock)
-    for _ in range(100):
-        gov.succeeded(grant(gov), {"x-ms-ratelimit-remaining-subscription-reads": "11000"})
-    assert gov.rate is None and gov.soft_events == 0
-
-
-# -- against a simulated token-bucket service --------------------------------------------------------------------------
-
-
-@dataclass(order=True)
-class _Event:
-    at: float
-    seq: int
-    worker: int = field(compare=False)
-    action: str = field(compare=False)
-    permit: Permit | None = field(compare=False, default=None)
-
-
-@dataclass
-class SimResult:
-    seconds: float
-    calls: int
-    throttled: int
-
-
-def simulate(gov: Governor, clock: FakeClock, *, rate: float, burst: int, calls: int, workers: int, latency: float) -> SimResult:
-    """``workers`` threads export ``calls`` items through ``gov`` from a service that is a token bucket
-    (``rate``, ``burst``) answering 429 with a whole-second Retry-After, like the emulator."""
-    tokens, stamp = float(burst), 0.0
-    seq = itertools.count()
-    queue: list[_Event] = [_Event(0.0, next(seq), w, "acquire") for w in range(workers)]
-    blocked: list[int] = []
-    done = throttled = 0
-    while queue and done < calls:
-        event = heapq.heappop(queue)
-        clock.now = event.at
-        if event.action == "acquire":
-            reservation = gov.try_acquire()
-            if reservation.permit is None:
-                if reservation.wait is None:
-                    blocked.append(event.worker)
-                else:
-                    heapq.heappush(queue, _Event(clock.now + reservation.wait, next(seq), event.worker, "acquire"))
-            elif reservation.wait:
-                heapq.heappush(
-                    queue, _Event(clock.now + reservation.wait, next(seq), event.worker, "confirm", reservation.permit)
-                )
-            else:
-                heapq.heappush(queue, _Event(clock.now + latency, next(seq), event.worker, "answer", reservation.permit))
-        elif event.action == "confirm":
-            assert event.permit is not None
-            action = "answer" if gov.confirm(event.permit) else "acquire"
-            heapq.heappush(
-                queue,
-                _Event(
-                    clock.now + (latency if action == "answer" else 0),
-                    next(seq),
-                    event.worker,
-                    action,
-                    event.permit if action == "answer" else None,
-                ),
-            )
-        else:
-            assert event.permit is not None
-            tokens, stamp = min(burst, tokens + (clock.now - stamp) * rate), clock.now
-            if tokens >= 1:
-                tokens -= 1
-                done += 1
-                gov.succeeded(event.permit)
-            else:
-                throttled += 1
-                gov.throttled(event.permit, max(1, math.ceil((1 - tokens) / rate)))
-            heapq.heappush(queue, _Event(clock.now, next(seq), event.worker, "acquire"))
-            for worker in blocked:
-                heapq.heappush(queue, _Event(clock.now, next(seq), worker, "acquire"))
-            blocked = []
-    return SimResult(clock.now, done, throttled)
-
-
-@pytest.mark.parametrize(
-    ("rate", "burst", "workers", "latency"),
-    [
-        (150, 30, 8, 0.02),  # the bench's rate-bound case
-        (150, 30, 32, 0.02),  # more threads than the limit needs
-        (25, 250, 16, 0.15),  # Azure Resource Manager's reads bucket, real-world latency
-        (60, 60, 8, 0.05),
-    ],
-)
-def test_against_a_token_bucket_it_learns_the_rate_and_runs_just_under_it(rate, burst, workers, latency):
-    clock = FakeClock()
-    gov = governor(clock, max_concurrency=workers)
-    calls = int(rate * 60)
-    result = simulate(gov, clock, rate=rate, burst=burst, calls=calls, workers=workers, latency=latency)
-    ideal = (calls - burst) / rate
-    assert result.calls == calls
-    assert result.throttled < 0.02 * calls, gov.stats()
-    assert result.seconds <= 1.2 * ideal, (result, ideal, gov.stats())
-    assert gov.rate is not None and gov.rate <= rate * 1.05, gov.stats()
-
-
-def test_against_an_unlimited_service_it_never_slows_down():
-    clock = FakeClock()
-    gov = governor(clock, max_concurrency=8)
-    result = simulate(gov, clock, rate=1e9, burst=10**9, calls=2000, workers=8, latency=0.02)
-    assert result.throttled == 0 and gov.rate is None
-    assert result.seconds == pytest.approx(2000 / 8 * 0.02, rel=0.01)
-
-
-# -- in the HTTP seam --------------------------------------------------------------------------------------------------
-
-
-def _client(base: str, gov: Governor, sleep: object) -> AzureMLHttp:
-    policy = UrlPolicy(
-        {
-            "arm": f"{base}/arm",
-            "modelmanagement": f"{base}/mms/{{location}}",
-            "experiments": f"{base}/exp/{{location}}",
-            "aether": f"{base}/aether/{{location}}",
-        }
-    )
+def _client(base: str, sleep: Any) -> AzureMLHttp:
+    policy = UrlPolicy({"arm": f"{base}/arm", "experiments": f"{base}/exp/{{location}}"})
     return AzureMLHttp(
         FakeCredential(),
         scope="https://management.core.windows.net/.default",
@@ -372,54 +273,29 @@ def _client(base: str, gov: Governor, sleep: object) -> AzureMLHttp:
         connect_timeout=2,
         read_timeout=5,
         sleep=sleep,
-        governor=gov,
     )
 
 
-def test_every_attempt_goes_through_the_governor_and_a_429_teaches_it():
-    clock = FakeClock()
-    gov = governor(clock)
-    answers = iter([Reply(429, {"Retry-After": "2"}, {"error": {"code": "TooManyRequests"}}), Reply(200, {}, {"value": []})])
+def test_a_429_makes_its_own_call_wait_the_retry_after_then_retry():
+    answers = iter([Reply(429, {"Retry-After": "7"}, {}), Reply(200, {}, {"ok": True})])
 
-    def route(seen: Seen, server: LoopbackServer) -> Reply:
+    def route(seen: Seen, server: Any) -> Reply:
         return next(answers)
 
+    slept: list[float] = []
     with LoopbackServer(route) as server:
-        aml = _client(server.base_url, gov, clock.sleep)
-        assert aml.get(f"{server.base_url}/arm/subscriptions/x").body == {"value": []}
-    assert gov.throttled_count == 1 and gov.events == 1 and gov.rate is not None
-    assert 2.0 in clock.slept  # the Retry-After, waited in the governor (for every thread)
-    assert gov.inflight == 0
+        aml = _client(server.base_url, slept.append)
+        response = aml.get(f"{server.base_url}/arm/subscriptions/s1/x")
+        other = aml.limiter(f"{server.base_url}/arm/subscriptions/s1/y")
+    assert response.body == {"ok": True}
+    assert slept == [7.0]
+    # the one 429 paused no other call of that limit
+    assert other.pauses == 0 and other.reserve() == 0
 
 
-def test_a_permanent_answer_counts_as_admitted_and_frees_the_permit():
-    clock = FakeClock()
-    gov = governor(clock)
-    with LoopbackServer(lambda seen, server: Reply(404, {}, {"error": {"code": "NotFound"}})) as server:
-        aml = _client(server.base_url, gov, clock.sleep)
-        with pytest.raises(NotFoundError):
-            aml.get(f"{server.base_url}/arm/subscriptions/x")
-    assert gov.inflight == 0 and gov.throttled_count == 0
-
-
-def test_giving_up_on_429s_still_frees_every_permit():
-    clock = FakeClock()
-    gov = governor(clock)
-    with LoopbackServer(lambda seen, server: Reply(429, {"Retry-After": "1"}, {})) as server:
-        aml = _client(server.base_url, gov, clock.sleep)
-        with pytest.raises(ThrottledError):
-            aml.get(f"{server.base_url}/arm/subscriptions/x")
-    assert gov.inflight == 0 and gov.throttled_count == 3
-
-
-def test_each_origin_has_its_own_governor_shared_by_its_calls():
-    aml = AzureMLHttp(
-        FakeCredential(),
-        scope="https://management.core.windows.net/.default",
-        policy=UrlPolicy({"arm": "https://management.azure.com"}),
-        max_concurrency=4,
-    )
-    arm = aml.governor("https://management.azure.com/subscriptions/x")
-    assert aml.governor("https://MANAGEMENT.azure.com/other") is arm
-    assert aml.governor("https://westeurope.experiments.azureml.net/history") is not arm
-    assert arm.max_concurrency == 4
+def test_success_answers_feed_the_remaining_count_to_the_limiter():
+    with LoopbackServer(lambda seen, server: Reply(200, {"x-ms-ratelimit-remaining-subscription-reads": "3"}, {})) as server:
+        aml = _client(server.base_url, lambda s: None)
+        aml.get(f"{server.base_url}/arm/subscriptions/s1/x")
+        lim = aml.limiter(f"{server.base_url}/arm/subscriptions/s1/x")
+    assert lim.pace is not None and lim.throttled == 0

@@ -62,3 +62,27 @@ def test_a_subject_without_upn_matches_by_object_id_only():
     m = SubjectMatcher(Subject(objectId=JANE.objectId), load_catalog())
     assert m.match("models", {"createdBy": {"upn": "jane.doe@contoso.com"}}, inherited=False) is None
     assert m.match("models", {"createdBy": {"userObjectId": JANE.objectId}}, inherited=False) == "identity"
+
+
+def test_an_email_alias_names_the_subject_by_identity_and_by_mention_and_a_look_alike_does_not():
+    # GIVEN Jane with an e-mail alias besides her UPN
+    jane = Subject(objectId=JANE.objectId, upn=JANE.upn, emails=["Jane@Contoso.com"])
+    m = SubjectMatcher(jane, load_catalog())
+    # THEN systemData.createdBy with the alias, any case, is her; a notification e-mail is a mention
+    assert m.match("jobs", {"systemData": {"createdBy": "JANE@contoso.com"}}, inherited=False) == "identity"
+    notified = {"properties": {"notificationSetting": {"emails": ["jane@contoso.com"]}}}
+    assert m.match("schedules", notified, inherited=False) == "mention"
+    # AND a look-alike is nobody
+    for text in ("mjane@contoso.com", "jane@contoso.com.evil", "jane@contoso.community"):
+        assert m.match("jobs", {"systemData": {"createdBy": text}, "tags": {"x": text}}, inherited=False) is None, text
+
+
+def test_only_the_creator_or_the_assigned_user_owns_a_v2_record():
+    m = matcher()
+    modified = {"systemData": {"createdBy": "john@contoso.com", "lastModifiedBy": JANE.upn}}
+    assert m.by_identity("jobs", modified) and not m.by_owner("jobs", modified)
+    assert m.by_owner("modelVersions", {"systemData": {"createdBy": JANE.upn.upper()}})
+    assigned = {"properties": {"properties": {"personalComputeInstanceSettings": {"assignedUser": {"objectId": JANE.objectId}}}}}
+    assert m.by_owner("computeInstances", {**assigned, "systemData": {"createdBy": "john@contoso.com"}})
+    created_only = {"systemData": {"createdBy": JANE.upn}, "properties": {"properties": {}}}
+    assert not m.by_owner("computeInstances", created_only)

@@ -150,16 +150,19 @@ class EmulatorCore(ArmV2Routes, ResourceGraphRoutes):
     def _arm_bucket(self) -> None:
         self._buckets: dict[str, TokenBucket] = {}
 
-    def _bucket_for(self, req: Request) -> TokenBucket | None:
-        """The token bucket of the request's subscription (one bucket for all when rate_per_subscription is off)."""
+    def _bucket_for(self, req: Request, family: str) -> TokenBucket | None:
+        """The token bucket of the request's subscription (one bucket for all when rate_per_subscription is off),
+        and of its family when ``rate_families`` is set (families not named there are not limited)."""
         rate = self.config.rate
-        if not rate:
+        if not rate or (self.config.rate_families is not None and family not in self.config.rate_families):
             return None
         key = ""
         if self.config.rate_per_subscription:
             lowered = [s.lower() for s in req.segments]
             if "subscriptions" in lowered[:-1]:
                 key = lowered[lowered.index("subscriptions") + 1]
+        if self.config.rate_families is not None:
+            key += f"|{family}"  # a bucket per family too
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = TokenBucket(rate, self.config.effective_burst)
@@ -183,7 +186,7 @@ class EmulatorCore(ArmV2Routes, ResourceGraphRoutes):
             else:
                 if "drop_delete_response" in changes:
                     self._arm_drops()
-                if {"rate", "burst", "rate_per_subscription"} & set(changes):
+                if {"rate", "burst", "rate_per_subscription", "rate_families"} & set(changes):
                     self._arm_bucket()
             return new
 
@@ -282,7 +285,7 @@ class EmulatorCore(ArmV2Routes, ResourceGraphRoutes):
         fault: str | None = None
         resource_graph = family == "arm" and [s.lower() for s in req.segments[1:3]] == ["providers", "microsoft.resourcegraph"]
         with self._lock:
-            bucket = None if resource_graph else self._bucket_for(req)
+            bucket = None if resource_graph else self._bucket_for(req, family)
             wait = bucket.take() if bucket else None
             if wait is not None:
                 fault = "throttled"
@@ -299,7 +302,7 @@ class EmulatorCore(ArmV2Routes, ResourceGraphRoutes):
                         resp = self._route(req, family)
                     except HttpError as exc:
                         resp = Response(exc.status, error_body(style, exc.status, exc.code, exc.message, location), exc.headers)
-                    if family == "arm" and not resource_graph:
+                    if (family == "arm" or config.rate_headers) and not resource_graph:
                         self._remaining_headers(req, resp, bucket)
         self._record(req, family, resp, authorized, fault)
         return resp
