@@ -72,7 +72,11 @@ def test_cancel_during_an_export_stops_it_and_leaves_no_bundle(monkeypatch, emul
     wait_for(
         lambda: (found := store.read(body["requestId"])) is not None and found[0].get("checkpoint") is not None, "a checkpoint"
     )
-    assert request_status(store, body["requestId"])[1]["status"] == "in_progress"
+    # AND the status shows its progress: the counts of its last checkpoint
+    wait_for(lambda: any(w["counts"] for w in request_status(store, body["requestId"])[1]["workspaces"]), "counts in the status")
+    running = request_status(store, body["requestId"])[1]
+    assert running["status"] == "in_progress" and running["outcome"] is None
+    assert running["workspaces"][0]["status"] == "in_progress"
     calls_before = len(emulator.requests())
     # WHEN another instance cancels it mid-run
     code, answer = cancel_request(store, body["requestId"])
