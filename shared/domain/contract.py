@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from shared.domain.documents import nests_deeper_than
 from shared.domain.errors import RequestRejected, Violation
 
 SCHEMA_VERSION = "1"
@@ -409,19 +410,6 @@ def _salvage(raw: Any) -> tuple[str | None, str | None]:
     return (rid if rid_ok else None), (op if op in ("export", "delete") else None)
 
 
-def _depth(value: Any, limit: int) -> bool:
-    """True when ``value`` nests deeper than ``limit`` (iterative: hostile input must not blow the stack)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return False
-
-
 def _bad_text(text: str) -> str | None:
     if _SURROGATE.search(text):
         return "invalid_encoding"
@@ -529,7 +517,7 @@ def unwrap_envelope(value: Any) -> tuple[Any, str | None]:
 def parse_request(body: bytes | str) -> DsrRequest:
     """Validate a request message (docs/contract.md §1). Raises ``RequestRejected``; performs no I/O."""
     value = decode_json(body)
-    if _depth(value, MAX_DEPTH):
+    if nests_deeper_than(value, MAX_DEPTH):
         raise _reject("too_deep", "(message)", f"the message nests deeper than {MAX_DEPTH} levels")
     request, _envelope = unwrap_envelope(value)
     bad = _bad_characters(request)
