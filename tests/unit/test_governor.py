@@ -253,10 +253,11 @@ def test_under_shared_429s_the_pace_settles_just_under_what_the_empty_bucket_adm
         tokens -= admitted
         clock.now += gap
         lim.answered(sent, throttled=not admitted, retry_after=1.0)
-        if clock.now > 3.0:
+        if clock.now > 4.0:
             paces.append(lim.pace or float("inf"))
-    # THEN over the last 3 seconds the pace stays near the refill rate: not far below, never unpaced
-    assert lim.margin * refill * 0.9 <= min(paces) and max(paces) <= refill * 1.15  # the burst hides an overshoot a while
+    # THEN over the last 2 seconds the pace stays near the refill rate: at most one backoff below, never unpaced
+    # (above it by at most the burst spread over the window, which the floor counts as admitted, and a probe)
+    assert lim.backoff * refill <= min(paces) and max(paces) <= (refill + 10 / lim.window) * 1.15
 
 
 def test_remaining_from_headers_takes_the_smallest_count():
