@@ -16,8 +16,8 @@ model management, pipelines) per host. Per limiter:
     largest. Too few answers yet: no cut (the count warns early). A count falling more than twice as
     fast as this limiter's own calls explain is shared with busier limiters, and left to them;
   - after 429s: the calls admitted since the window's first 429 after the last pause (the service's
-    bucket has been empty since, so what it admits is what it refills); too few answers yet: ``backoff`` x the pace (or the send rate
-    of the last ``window / 8`` seconds).
+    bucket has been empty since, so what it admits is what it refills); too few answers yet:
+    ``backoff`` x the pace (or the send rate of the last ``window / 8`` seconds).
 
   Never below what the service admitted in the last ``window`` seconds (x ``margin`` with counts), so
   that a pause cannot collapse it.

@@ -257,7 +257,7 @@ def test_under_shared_429s_the_pace_settles_just_under_what_the_empty_bucket_adm
             paces.append(lim.pace or float("inf"))
     # THEN over the last 2 seconds the pace stays near the refill rate: at most one backoff below, never unpaced
     # (above it by at most the burst spread over the window, which the floor counts as admitted, and a probe)
-    assert lim.backoff * refill <= min(paces) and max(paces) <= (refill + 10 / lim.window) * 1.15
+    assert lim.backoff * refill <= min(paces) and max(paces) <= (refill + 10 / lim.window) * 1.25
 
 
 def test_remaining_from_headers_takes_the_smallest_count():
