@@ -251,7 +251,8 @@ def write_readable_export(store: BundleStore, manifest: dict[str, Any], settings
         _zip_entry(archive, f"{request_id}/manifest.json", len(manifest_bytes), [manifest_bytes])
         _zip_entry(archive, page, page_bytes, store.chunks(page))
         for entry in manifest.get("files", []):
-            _zip_entry(archive, entry["name"], int(entry["bytes"]), store.chunks(entry["name"]))
+            size = int(entry["bytes"])  # an empty file (most, over many workspaces) is not read back
+            _zip_entry(archive, entry["name"], size, store.chunks(entry["name"]) if size else [])
     zip_bytes = zip_writer.commit()
     log.info("readable export written", extra={"pageBytes": page_bytes, "zipBytes": zip_bytes})
     added: dict[str, Any] = {"report": page, "zip": archive_name}
