@@ -178,10 +178,11 @@ class ExportTraversal:
             return None
 
     def _snapshot(self, pending: deque[Step]) -> ExportCheckpoint:
+        index = {t.resource_id: i for i, t in enumerate(self.request.targets)}
         return ExportCheckpoint(
             version=3,
             pending=self._pending_state(pending),
-            files={f"{rid}|{kind}": FileState(**writer.checkpoint()) for (rid, kind), writer in self._writers.items()},
+            files={f"{index[rid]}|{kind}": FileState(**writer.checkpoint()) for (rid, kind), writer in self._writers.items()},
             targets={
                 rid: TargetState(
                     ok=r.ok,
@@ -195,7 +196,7 @@ class ExportTraversal:
             },
             errors=[ErrorState(**e.as_dict()) for e in self.errors],
             calls=self.calls,
-            attributed={f"{rid}|{kind}": sorted(ids) for (rid, kind), ids in self._attributed.items()},
+            attributed={f"{index[rid]}|{kind}": sorted(ids) for (rid, kind), ids in self._attributed.items()},
             deferred=self._deferred,
         )
 
@@ -207,6 +208,7 @@ class ExportTraversal:
         relists: dict[tuple[Any, ...], PendingStep] = {}
         for s in pending:
             derived = self._derived_url(s)
+            first = self._derived_url(replace(s, op="list", page=1))
             if s.op == "item" and s.listed is not None and s.listed_from and s.item_id and s.url == derived:
                 key = (s.target.resource_id, s.kind, s.listed_from, s.bindings, s.inherited)
                 if key in relists:
@@ -216,7 +218,7 @@ class ExportTraversal:
                     target=index[s.target.resource_id],
                     kind=s.kind,
                     op="relist",
-                    url=s.listed_from,
+                    url=_short(s.listed_from, first),
                     bindings=list(s.bindings),
                     ids=[s.item_id],
                     inherited=s.inherited,
@@ -229,20 +231,19 @@ class ExportTraversal:
                         target=index[s.target.resource_id],
                         kind=s.kind,
                         op="relist",
-                        url=s.url,
+                        url=_short(s.url, first),
                         bindings=list(s.bindings),
                         ids=list(s.only),
                         inherited=s.inherited,
                     )
                 )
                 continue
-            first = self._derived_url(replace(s, op="list", page=1)) if s.op == "list" else None
             states.append(
                 PendingStep(
                     target=index[s.target.resource_id],
                     kind=s.kind,
                     op="list" if s.op == "list" else "item",
-                    url=None if s.url == derived else s.url,
+                    url=None if s.url == derived else _short(s.url, first) if s.op == "list" else s.url,
                     bindings=list(s.bindings),
                     item_id=s.item_id,
                     page=s.page,
@@ -286,7 +287,7 @@ class ExportTraversal:
                 non_finite=raw.non_finite,
             )
         for key, state in checkpoint.files.items():
-            rid, kind = key.rsplit("|", 1)
+            rid, kind = self._file_key(key)
             name = jsonl_name(self.request.requestId, by_id[rid], kind)
             blob = self.store.block_blob(name)
             self._writers[(rid, kind)] = JsonlWriter(blob, name=name, kind=kind, workspace=rid, resume=state.model_dump())
@@ -302,24 +303,30 @@ class ExportTraversal:
         self.errors = [ErrorRecord(e.code, e.message, e.kind, e.target) for e in checkpoint.errors]
         self.calls = checkpoint.calls
         for key, attributed in checkpoint.attributed.items():
-            rid, kind = key.rsplit("|", 1)
+            rid, kind = self._file_key(key)
             self._attributed[(rid, kind)] = set(attributed)
         self._deferred = list(checkpoint.deferred)
         steps: list[Step] = []
         for p in checkpoint.pending:
             target = self.request.targets[p.target]
             step = Step(target, p.kind, p.op, "", tuple(p.bindings), p.item_id, p.listed, p.page, p.list_url, p.inherited)
-            first = self._derived_url(replace(step, op="list", page=1)) if p.op == "list" else None
-            url = p.url or self._derived_url(step)
+            first = self._derived_url(replace(step, op="list", page=1))
+            url = _long(p.url, first) if p.op in ("list", "relist") and p.url else p.url or self._derived_url(step)
+            url = url or (first if p.op == "relist" else None)
             if url is None:  # a checkpoint that does not fit this catalog: nothing to run for this step
                 log.warning("a checkpointed step without a URL skipped", extra={"kind": p.kind})
                 continue
-            step = replace(step, url=url, list_url=p.list_url or first, only=tuple(p.ids))
+            step = replace(step, url=url, list_url=p.list_url or (first if p.op == "list" else None), only=tuple(p.ids))
             # the items it will GET count as seen, so that a record reached again is not fetched twice
             for rid in (p.item_id,) if p.op == "item" and p.item_id else step.only:
                 self._first_sight(target, p.kind, rid, inherited=p.inherited)
             steps.append(step)
         return steps
+
+    def _file_key(self, key: str) -> tuple[str, str]:
+        """``<target index>|<kind>`` -> (resource id, kind)."""
+        index, kind = key.split("|", 1)
+        return self.request.targets[int(index)].resource_id, kind
 
     def _close_files(self) -> list[FileEntry]:
         files: list[FileEntry] = []
@@ -658,6 +665,19 @@ class ExportTraversal:
         log.warning("step failed", extra={"kind": kind, "code": code})
         with self._lock:
             self.errors.append(ErrorRecord(code, message, kind, target.resource_id))
+
+
+def _short(url: str, first: str | None) -> str | None:
+    """A page's URL in a checkpoint: nothing for its list's first page, else what follows the list's path
+    (a later page's query, with its token) after a ``+``; in full when it is on another path (a nextLink)."""
+    if url == first:
+        return None
+    base = first.split("?", 1)[0] if first else None
+    return "+" + url[len(base) :] if base and url.startswith(base) else url
+
+
+def _long(url: str, first: str | None) -> str:
+    return first.split("?", 1)[0] + url[1:] if url.startswith("+") and first else url
 
 
 __all__ = ["Endpoints", "ErrorRecord", "ExportResult", "ExportTraversal", "TargetResult"]
