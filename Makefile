@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast check format demo lint typecheck bench audit clean infra-check
+.PHONY: setup browser test test-fast check format demo lint typecheck bench audit clean infra-check
 
 setup: $(VENV)/.stamp node_modules/.stamp
 
@@ -22,7 +22,15 @@ node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-test: setup
+# Headless Chromium (Debian package) for the one test that opens the export page in a browser. Installed when
+# missing and this is root (CI, a fresh machine); elsewhere the test skips and says why.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } ; } || \
+	  echo "chromium is not installed (apt-get install -y chromium): the browser test will skip"
+
+test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The pure tests: no Node, no Azurite, no emulator process (well under 20 s).

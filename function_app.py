@@ -6,9 +6,11 @@ the first invocation (``shared.service.delivery.PROCESS_RUNTIME``), once per pro
 
 import azure.functions as func
 
+from handlers.http import bp as http_triggers
 from handlers.servicebus import bp as servicebus_triggers
 from handlers.timers import bp as timer_triggers
 
 app = func.FunctionApp()
 app.register_functions(servicebus_triggers)
 app.register_functions(timer_triggers)
+app.register_functions(http_triggers)

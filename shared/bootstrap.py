@@ -17,7 +17,8 @@ from shared.ports import DeadLetterStore, OutcomePublisher, RequestSender
 from shared.service.delivery import AUTO_COMPLETE, Delivery, Settlement, Verdict, process_delivery, request_identity
 from shared.service.failures import describe_failure
 from shared.service.processor import Services
-from shared.service.watchdog import sweep
+from shared.service.status import cancel_request, request_status
+from shared.service.watchdog import notify_due_soon, sweep
 from shared.settings import Settings, load_settings, require_storage
 
 T = TypeVar("T")
@@ -212,12 +213,25 @@ def handle_delivery(body: bytes | str, delivery: Delivery, settlement: Settlemen
 
 
 def run_watchdog() -> dict[str, int]:
-    """The timer's one call: ``shared.service.watchdog.sweep`` with this process's request queue."""
+    """The timer's one call: ``shared.service.watchdog.sweep`` with this process's request queue, then the
+    deadline reminders."""
     runtime = PROCESS_RUNTIME.get()
     if runtime.requests is None:
         log.warning("the watchdog needs ServiceBusConnection__fullyQualifiedNamespace; nothing was re-enqueued")
-        return {"requeued": 0, "failed": 0}
-    return sweep(runtime.services, runtime.requests)
+        tally = {"requeued": 0, "failed": 0}
+    else:
+        tally = sweep(runtime.services, runtime.requests)
+    return {**tally, "dueSoon": notify_due_soon(runtime.services)}
+
+
+def http_status(request_id: str) -> tuple[int, dict[str, Any]]:
+    """``GET /api/requests/{requestId}``: one state read."""
+    return request_status(PROCESS_RUNTIME.get().services.state(), request_id)
+
+
+def http_cancel(request_id: str) -> tuple[int, dict[str, Any]]:
+    """``POST /api/requests/{requestId}/cancel``."""
+    return cancel_request(PROCESS_RUNTIME.get().services.state(), request_id)
 
 
 def build_dead_letters(settings: Settings, namespace: str, queue: str) -> DeadLetterStore:

@@ -1,6 +1,6 @@
 """Logs as JSON lines with the requestId on every line, and redaction done by the logging layer itself.
 
-A filter on every handler masks Authorization headers, bearer tokens, JWTs, SAS signatures, account keys,
+A filter on every handler masks Authorization headers, bearer tokens, JWTs, SAS URLs and signatures, account keys,
 query secrets, credential-named fields (JSON, reprs, headers, settings) and e-mail addresses (UPNs), in the
 message, in every ``extra`` value and in traceback text, whatever code or library wrote them. That is the
 second line: code logs counts, ids and codes, never response bodies (personal data) or request subjects.
@@ -28,6 +28,8 @@ _SECRET_NAMES = (
 )
 
 _PATTERNS = [
+    # a SAS URL (a download link): everything after the "?" of a URL whose query is signed goes, not just sig=
+    (re.compile(r"(?i)(\bhttps?://[^\s\"'?]+\?)[^\s\"']*?\bsig=[^\s\"']*"), r"\1[REDACTED-SAS]"),
     # an Authorization header of any scheme (Bearer, Basic, SharedKey, ...), quoted or not
     (re.compile(r"(?i)(\bauthorization\\?[\"']?\s*[:=]\s*\\?[\"']?)(?:[A-Za-z-]+\s+)?[^\s\"',;}\\]+"), r"\1[REDACTED]"),
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1[REDACTED]"),

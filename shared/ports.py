@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,7 +41,7 @@ class BlockBlob(Protocol):
 
 
 class BundleStore(Protocol):
-    def block_blob(self, name: str) -> BlockBlob: ...
+    def block_blob(self, name: str, content_type: str = "application/x-ndjson") -> BlockBlob: ...
 
     def put_json(self, name: str, document: Any) -> None: ...
 
@@ -50,6 +50,14 @@ class BundleStore(Protocol):
     def read(self, name: str) -> bytes | None: ...
 
     def list_names(self, prefix: str) -> list[str]: ...
+
+    def chunks(self, name: str) -> Iterator[bytes]:
+        """The blob's content in chunks, read as they are consumed (a bundle file is never held whole)."""
+        ...
+
+    def download_url(self, name: str, *, hours: int) -> tuple[str, str]:
+        """A read-only URL of the blob valid ``hours`` (a SAS: a secret, never logged), and when it expires."""
+        ...
 
 
 class AuditLog(Protocol):

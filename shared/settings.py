@@ -58,6 +58,7 @@ class Settings:
     checkpoint_seconds: float = 5.0
     watchdog_idle_seconds: float = 300.0
     watchdog_max_requeues: int = 3
+    download_hours: int = 168
     workspace_concurrency: int = 8
     log_level: str = "INFO"
     otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: OTLP/HTTP traces, metrics and logs
@@ -229,12 +230,19 @@ def load_settings(environ: Mapping[str, str] | None = None, directory: Path | No
         checkpoint_seconds=number("DSR_CHECKPOINT_SECONDS", defaults.checkpoint_seconds, minimum=0.1),
         watchdog_idle_seconds=number("DSR_WATCHDOG_IDLE_SECONDS", defaults.watchdog_idle_seconds, minimum=1),
         watchdog_max_requeues=int(number("DSR_WATCHDOG_MAX_REQUEUES", defaults.watchdog_max_requeues, minimum=0, integer=True)),
+        download_hours=_download_hours(int(number("DSR_DOWNLOAD_HOURS", defaults.download_hours, minimum=1, integer=True))),
         workspace_concurrency=int(number("DSR_WORKSPACE_CONCURRENCY", defaults.workspace_concurrency, minimum=1, integer=True)),
         log_level=log_level,
         otlp_endpoint=otlp.rstrip("/") if otlp else None,
         appinsights_connection_string=insights,
         appinsights_entra_auth="authorization=aad" in (text("APPLICATIONINSIGHTS_AUTHENTICATION_STRING") or "").lower(),
     )
+
+
+def _download_hours(hours: int) -> int:
+    if hours > 168:  # a user delegation key lives at most seven days
+        raise ConfigurationError(f"DSR_DOWNLOAD_HOURS must be at most 168 (seven days), got {hours}")
+    return hours
 
 
 def _resource_graph_endpoint(value: str | None) -> str | None:

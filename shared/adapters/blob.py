@@ -5,11 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient, ContentSettings
+from azure.storage.blob import (
+    BlobBlock,
+    BlobSasPermissions,
+    BlobServiceClient,
+    ContainerClient,
+    ContentSettings,
+    generate_blob_sas,
+)
 
 from shared.ports import StateConflict
 from shared.settings import Settings
@@ -48,14 +57,15 @@ class _Container:
 
 
 class BlobBlockBlob:
-    def __init__(self, container: ContainerClient, name: str) -> None:
+    def __init__(self, container: ContainerClient, name: str, content_type: str = "application/x-ndjson") -> None:
         self._blob = container.get_blob_client(name)
+        self._content = ContentSettings(content_type=content_type)
 
     def stage(self, block_id: str, data: bytes) -> None:
         self._blob.stage_block(block_id, data, length=len(data))
 
     def commit(self, block_ids: list[str]) -> None:
-        self._blob.commit_block_list([BlobBlock(block_id) for block_id in block_ids], content_settings=_JSONL)
+        self._blob.commit_block_list([BlobBlock(block_id) for block_id in block_ids], content_settings=self._content)
 
     def digest(self) -> tuple[str, int]:
         sha = hashlib.sha256()
@@ -70,11 +80,12 @@ class BlobBundleStore:
     """Implements ``shared.ports.BundleStore`` on one container."""
 
     def __init__(self, service: BlobServiceClient, container: str) -> None:
+        self._service = service
         self._container = _Container(service, container)
         self.container_name = container
 
-    def block_blob(self, name: str) -> BlobBlockBlob:
-        return BlobBlockBlob(self._container.client, name)
+    def block_blob(self, name: str, content_type: str = "application/x-ndjson") -> BlobBlockBlob:
+        return BlobBlockBlob(self._container.client, name, content_type)
 
     def put_json(self, name: str, document: Any) -> None:
         data = json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8")
@@ -94,6 +105,31 @@ class BlobBundleStore:
 
     def list_names(self, prefix: str) -> list[str]:
         return [b.name for b in self._container.client.list_blobs(name_starts_with=prefix)]
+
+    def chunks(self, name: str) -> Iterator[bytes]:
+        yield from self._container.client.download_blob(name).chunks()
+
+    def download_url(self, name: str, *, hours: int) -> tuple[str, str]:
+        """A read-only SAS of one blob: a user delegation SAS (signed with a key Azure gives the managed
+        identity) when the app reaches storage by identity; an account-key SAS only with a connection string."""
+        now = datetime.now(UTC)
+        start, expiry = now - timedelta(minutes=5), now + timedelta(hours=hours)
+        blob = self._container.client.get_blob_client(name)
+        common: dict[str, Any] = {
+            "account_name": self._service.account_name,
+            "container_name": self.container_name,
+            "blob_name": name,
+            "permission": BlobSasPermissions(read=True),
+            "start": start,
+            "expiry": expiry,
+        }
+        account_key = getattr(self._service.credential, "account_key", None)
+        if account_key:
+            sas = generate_blob_sas(account_key=account_key, **common)
+        else:
+            delegation = self._service.get_user_delegation_key(key_start_time=start, key_expiry_time=expiry)
+            sas = generate_blob_sas(user_delegation_key=delegation, **common)
+        return f"{blob.url}?{sas}", expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class BlobAuditLog:

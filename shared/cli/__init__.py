@@ -2,8 +2,13 @@
 
     dsr process FILE|-      one request through the pipeline; the outcome event as one JSON line on stdout
     dsr dlq list|replay     the request queue's dead letters
+    dsr status ID           where a request is (one JSON document)
+    dsr cancel ID           stop a request at its next checkpoint
+    dsr link ID             a fresh download URL of a finished export's zip
 
-Exit codes of ``process``: 0 completed, 3 partially completed, 1 failed, 2 rejected.
+Exit codes of ``process``: 0 completed, 3 partially completed, 1 failed, 2 rejected, 4 cancelled.
+``status``/``cancel``/``link``: 0 found (cancel: accepted), 1 not_found, 2 an id that cannot be one, 5 a
+refused cancel (``conflict``: the request had already finished).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from shared.domain.outcome import EXIT_CODES, failed_event, utc_now
 from shared.logs import configure_logging
 from shared.service.processor import handle
 from shared.service.state import RequestBusy
+from shared.service.status import cancel_request, fresh_link, request_status
 from shared.settings import load_settings
 
 log = logging.getLogger("dsr.cli")
@@ -104,6 +110,33 @@ def cmd_process(args: argparse.Namespace) -> int:
     return EXIT_CODES[event["data"]["status"]]
 
 
+_FOLLOW_EXIT = {200: 0, 202: 0, 400: 2, 404: 1, 409: 5}
+
+
+def cmd_follow(args: argparse.Namespace) -> int:
+    """``status``, ``cancel`` and ``link``: one JSON document on stdout, the exit code from its answer."""
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level)
+        services = build_services(settings, publishers=[])
+        state = services.state()
+        if args.command == "status":
+            code, body = request_status(state, args.request_id)
+        elif args.command == "cancel":
+            code, body = cancel_request(state, args.request_id)
+        else:
+            code, body = fresh_link(state, services.bundles(), args.request_id, hours=settings.download_hours)
+    except ConfigurationError as exc:
+        print(f"dsr: configuration error: {exc.message}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the CLI reports, never prints a traceback
+        log.error("the request state could not be read", extra={"error": type(exc).__name__})
+        return 1
+    sys.stdout.write(json.dumps(body, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+    return _FOLLOW_EXIT.get(code, 1)
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     return dlq.main(args)
 
@@ -117,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait-seconds", type=float, default=900.0, help="how long to wait while another worker holds the request (default 900)"
     )
     process.set_defaults(func=cmd_process)
+    for name, text in (
+        ("status", "where a request is: status, progress, deadline, outcome"),
+        ("cancel", "cancel a request (it stops at its next checkpoint)"),
+        ("link", "a fresh read-only download URL of a finished export's zip"),
+    ):
+        follow = sub.add_parser(name, help=text)
+        follow.add_argument("request_id", metavar="REQUEST_ID")
+        follow.set_defaults(func=cmd_follow)
     dead = sub.add_parser("dlq", help="inspect and replay the request queue's dead letters")
     dlq.add_arguments(dead)
     dead.set_defaults(func=cmd_dlq)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,6 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from shared.domain.documents import nests_deeper_than
 from shared.domain.errors import RequestRejected, Violation
 
 SCHEMA_VERSION = "1"
@@ -183,9 +185,12 @@ class DsrRequest(BaseModel):
     deleteWorkspace: bool = False
     confirmWorkspace: str | None = None
     requestedBy: Annotated[str | None, Field(max_length=128)] = None
+    dueBy: Annotated[str | None, Field(max_length=40)] = None
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> DsrRequest:
+        if self.dueBy is not None and parse_rfc3339(self.dueBy) is None:
+            raise _rule("invalid_format", "dueBy", "must be an RFC 3339 date-time with a time zone, like 2026-12-31T17:00:00Z")
         allowed = EXPORT_KINDS if self.operation == "export" else DELETE_KINDS
         if self.resourceKinds is not None:
             if not self.resourceKinds:
@@ -286,6 +291,23 @@ class DsrRequest(BaseModel):
         return tuple(k for k in allowed if k in self.resourceKinds)
 
 
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def parse_rfc3339(text: str) -> datetime | None:
+    """An RFC 3339 date-time with its offset (``Z`` or ``+hh:mm``) as an aware datetime; ``None`` if it is not one."""
+    if not _RFC3339.match(text):
+        return None
+    head, dot, tail = text.upper().replace(" ", "T").partition(".")
+    if dot:  # Python takes at most 6 fractional digits
+        digits = tail[: len(tail) - len(tail.lstrip("0123456789"))]
+        head = f"{head}.{digits[:6]}{tail[len(digits) :]}"
+    try:
+        return datetime.fromisoformat(head.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 def _rule(code: str, field: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(code, "{field}: {message}", {"field": field, "message": message})
 
@@ -327,6 +349,7 @@ _FIELD_RULES: dict[str, str] = {
     "subscriptions": "1 to 1000 subscription GUIDs",
     "managementGroups": "1 to 50 management group names: letters, digits, '._()-', at most 90, starting with a letter or digit",
     "requestedBy": "at most 128 characters",
+    "dueBy": "an RFC 3339 date-time with a time zone",
 }
 
 
@@ -385,19 +408,6 @@ def _salvage(raw: Any) -> tuple[str | None, str | None]:
     op = raw.get("operation")
     rid_ok = isinstance(rid, str) and len(rid) <= 64 and re.fullmatch(REQUEST_ID, rid) is not None
     return (rid if rid_ok else None), (op if op in ("export", "delete") else None)
-
-
-def _depth(value: Any, limit: int) -> bool:
-    """True when ``value`` nests deeper than ``limit`` (iterative: hostile input must not blow the stack)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return False
 
 
 def _bad_text(text: str) -> str | None:
@@ -507,7 +517,7 @@ def unwrap_envelope(value: Any) -> tuple[Any, str | None]:
 def parse_request(body: bytes | str) -> DsrRequest:
     """Validate a request message (docs/contract.md §1). Raises ``RequestRejected``; performs no I/O."""
     value = decode_json(body)
-    if _depth(value, MAX_DEPTH):
+    if nests_deeper_than(value, MAX_DEPTH):
         raise _reject("too_deep", "(message)", f"the message nests deeper than {MAX_DEPTH} levels")
     request, _envelope = unwrap_envelope(value)
     bad = _bad_characters(request)

@@ -11,8 +11,8 @@ from shared.domain.errors import RequestRejected
 
 SOURCE = "/aml-dsr"
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
-STATUSES = ("completed", "partially_completed", "failed", "rejected")
-EXIT_CODES = {"completed": 0, "partially_completed": 3, "failed": 1, "rejected": 2}
+STATUSES = ("completed", "partially_completed", "failed", "rejected", "cancelled")
+EXIT_CODES = {"completed": 0, "partially_completed": 3, "failed": 1, "rejected": 2, "cancelled": 4}
 # Service Bus Standard takes messages up to 256 KiB (headers included): an outcome stays well under it
 MAX_OUTCOME_BYTES = 192 * 1024
 CUTTABLE_LISTS = ("items", "plan", "review", "errors")
@@ -36,6 +36,20 @@ def outcome_event(
         "time": time or utc_now(),
         "datacontenttype": "application/json",
         "data": {"requestId": request_id, "operation": operation, "status": status, **data},
+    }
+
+
+def due_soon_event(request_id: str, operation: str | None, *, due_by: str, status: str) -> dict[str, Any]:
+    """The one reminder that an unfinished request is close to its deadline (not an outcome: the request goes on)."""
+    return {
+        "specversion": "1.0",
+        "id": f"{request_id}:due_soon",
+        "source": SOURCE,
+        "type": "aml.dsr.request.due_soon",
+        "subject": f"requests/{request_id}",
+        "time": utc_now(),
+        "datacontenttype": "application/json",
+        "data": {"requestId": request_id, "operation": operation, "status": status, "dueBy": due_by},
     }
 
 

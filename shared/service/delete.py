@@ -177,7 +177,9 @@ class DeleteRun:
         lro_deadline: float,
         max_retry_after: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
+        cancel_requested: Callable[[], bool] | None = None,
     ) -> None:
+        self.cancel_requested = cancel_requested or (lambda: False)
         self.request = request
         self.catalog = catalog
         self.endpoints = endpoints
@@ -356,6 +358,8 @@ class DeleteRun:
         gone = {(i.target.resource_id, i.id) for i in plan.items if i.result in ("deleted", "absent")}
         conflicted: list[PlannedItem] = []
         for level in levels:
+            if self.cancel_requested():  # cancelled: the levels not begun stay "planned"
+                return
             batch = [i for i in todo if self.catalog.kinds[i.kind].deleteLevel == level]
             ready = [i for i in batch if all((i.target.resource_id, r) in gone for r in i.requires)]
             for item in batch:
@@ -381,6 +385,8 @@ class DeleteRun:
 
     @telemetry.in_workspace(lambda self, item: item.target)
     def _delete_one(self, item: PlannedItem) -> None:
+        if self.cancel_requested():  # a checkpoint: the items not sent yet stay "planned"
+            return
         kind = self.catalog.kinds[item.kind]
         if kind.family == "arm":
             self._send_delete(item, terminal=ARM_TERMINAL, status_field="status", query=kind.deleteQuery)
@@ -488,9 +494,14 @@ def run_delete(
     *,
     checkpoint: Any = None,
     save: Callable[[dict[str, Any]], None] | None = None,
+    cancel_requested: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Plan, then delete and verify. A resumed run keeps its plan: items already deleted answer 204/404
-    (absent) on the second DELETE, so nothing outside the plan is ever touched."""
+    (absent) on the second DELETE, so nothing outside the plan is ever touched. ``cancel_requested`` is
+    asked after the plan and before each DELETE: a cancelled run sends no more DELETEs, reads back what it
+    did delete, audits the tally and answers ``cancelled``."""
+    cancelled = cancel_requested or (lambda: False)
+    skipped = False
     settings = services.settings
     run = DeleteRun(
         request,
@@ -501,6 +512,7 @@ def run_delete(
         concurrency=settings.concurrency,
         lro_deadline=settings.lro_deadline_seconds,
         max_retry_after=settings.max_retry_after,
+        cancel_requested=cancelled,
     )
     saved = checkpoint.get("delete") if isinstance(checkpoint, dict) else None
     if saved:
@@ -512,6 +524,9 @@ def run_delete(
             int(saved.get("scanned", 0)),
         )
         log.info("resuming a delete from its saved plan", extra={"planned": len(plan.items), "phase": saved["phase"]})
+    elif cancelled():
+        plan = DeletePlan()  # cancelled before it began: nothing listed, nothing deleted
+        skipped = True
     else:
         plan = run.plan()
         run._audit([run._line(item, "PLAN", None, "planned", dryRun=request.dryRun) for item in plan.items])
@@ -519,17 +534,25 @@ def run_delete(
             save(_plan_checkpoint(plan, "planned"))
     errors = list(plan.errors)
     workspace_deletes: dict[str, Any] = {}
+    stopped = skipped
     if not request.dryRun:
         run.execute(plan)
-        if save:
+        stopped = stopped or cancelled()
+        if save and not stopped:
             save(_plan_checkpoint(plan, "deleted"))
         for item in plan.items:
             item.verified = False
             if item.result != "failed":
                 item.error = None
-        run._parallel(run._verify_one, [i for i in plan.items if i.result != "failed"])
+        run._parallel(run._verify_one, [i for i in plan.items if i.result in ("deleted", "absent")])
         errors += [i.error for i in plan.items if i.error]
-        if request.deleteWorkspace:
+        if stopped:
+            tally = {r: sum(i.result == r for i in plan.items) for r in ("deleted", "absent", "failed")}
+            tally["notAttempted"] = sum(i.result == "planned" for i in plan.items)
+            tally["verified"] = sum(i.verified for i in plan.items)
+            run._audit([{"method": "CANCEL", "result": "cancelled", **tally}])
+            log.info("delete cancelled", extra=tally)
+        elif request.deleteWorkspace:
             target = request.targets[0]
             if target.resource_id in plan.failed_targets or errors:
                 errors.append(
@@ -572,7 +595,9 @@ def run_delete(
     planned = len(plan.items)
     verified = sum(i.verified for i in plan.items)
     ok_targets = len(request.targets) - len(plan.failed_targets)
-    if not errors:
+    if stopped:
+        status = "cancelled"
+    elif not errors:
         status = "completed"
     elif ok_targets == 0 or (planned and verified == 0 and not request.dryRun):
         status = "failed"

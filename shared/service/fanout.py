@@ -32,9 +32,10 @@ from shared.domain.contract import DsrRequest, Target
 from shared.domain.errors import RetryableError
 from shared.ports import RequestSender
 from shared.service.bundle import manifest_name
+from shared.service.cancel import cancelled_export, recast_cancelled
 from shared.service.discovery import ResourceGraph
 from shared.service.failures import describe_failure
-from shared.service.state import FINAL, Claim, LeaseKeeper, LeaseLost, RequestBusy, StateStore
+from shared.service.state import FINAL, CancelWatch, Claim, LeaseKeeper, LeaseLost, RequestBusy, StateStore
 from shared.service.workspaces import azure_ml_unavailable, failed_part, finish, run_part, workspace_entry
 
 log = logging.getLogger("dsr.fanout")
@@ -222,6 +223,7 @@ def _run_owned(
     request: DsrRequest, services: Any, store: StateStore, claim: Claim, started_at: str, budget_seconds: float | None
 ) -> dict[str, Any] | None:
     clock = time.monotonic()
+    cancel_requested = CancelWatch(store, claim, interval=services.settings.checkpoint_seconds, request_id=request.requestId)
     with LeaseKeeper(store, claim) as lease:
 
         def should_stop() -> bool:
@@ -234,6 +236,7 @@ def _run_owned(
             checkpoint=claim.checkpoint,
             save=lambda checkpoint: store.save_checkpoint(claim, checkpoint),
             should_stop=should_stop,
+            cancel_requested=cancel_requested,
         )
         if lease.lost.is_set():
             raise LeaseLost("another worker took over this workspace; this worker stops")
@@ -289,9 +292,19 @@ def finalize(request: DsrRequest, services: Any) -> dict[str, Any] | None:
             counts = {rid: result["counts"]} if result["status"] != "failed" else {}
             parts.append((rid, {"status": result["status"], "counts": counts, "errors": result["errors"]}))
     started_at = doc.get("startedAt") or doc.get("createdAt") or ""
-    event = finish(
-        request, services, started_at, parts, discovered=fleet.get("discovered"), request_errors=list(fleet.get("errors") or [])
-    )
+    if doc.get("cancelRequested") and request.operation == "export":  # cancelled: no manifest, no file is left
+        event = cancelled_export(request.requestId, services.bundles(), started_at=started_at, state=doc)
+    else:
+        event = finish(
+            request,
+            services,
+            started_at,
+            parts,
+            discovered=fleet.get("discovered"),
+            request_errors=list(fleet.get("errors") or []),
+        )
+        event = recast_cancelled(event) if doc.get("cancelRequested") else event
+    event["data"]["dueBy"] = doc.get("dueBy")
 
     def close(current: dict[str, Any]) -> dict[str, Any] | None:
         if current.get("status") in FINAL or (current.get("finalizing") or {}).get("owner") != me:

@@ -22,8 +22,9 @@ from shared.logs import request_context
 from shared.ports import AuditLog, AzureML, BundleStore, OutcomePublisher, RequestSender
 from shared.service import fanout
 from shared.service.bundle import manifest_name
+from shared.service.cancel import cancelled_export
 from shared.service.delete import run_delete
-from shared.service.state import Claim, LeaseKeeper, LeaseLost, RequestIdReused, StateStore
+from shared.service.state import CancelWatch, Claim, LeaseKeeper, LeaseLost, RequestIdReused, StateStore
 from shared.service.workspaces import TRANSIENT_CODES, export_part_data, export_traversal, finish, with_workspaces
 from shared.settings import Settings
 
@@ -112,7 +113,8 @@ def process(
                 "resumed": claim.checkpoint is not None,
             },
         )
-        if request.fleet:
+        cancelled_before_fleet = claim.document.get("cancelRequested") and not isinstance(claim.document.get("fleet"), dict)
+        if request.fleet and not cancelled_before_fleet:  # (a request cancelled before its fan-out stops below)
             return _run_fleet(request, services, store, claim, requests)
         clock = time.monotonic()
         try:
@@ -125,6 +127,7 @@ def process(
             store.release(claim, continuation=continuation)
             log.info("time budget spent: checkpoint saved, continuation needed", extra={"continuation": continuation})
             return ProcessResult(None, suspended=True, continuation=continuation, request=request)
+        outcome["data"]["dueBy"] = claim.document.get("dueBy")
         outcome, cut = cap_outcome(outcome)  # the same capped event in state and on the queue
         if cut:
             log.warning("outcome cut to fit one message", extra={"truncated": sorted(outcome["data"].get("truncated", {}))})
@@ -168,20 +171,31 @@ def _run_owned(
     budget_seconds: float | None,
     clock: float,
 ) -> dict[str, Any] | None:
+    cancel_requested = CancelWatch(store, claim, interval=services.settings.checkpoint_seconds)
     with LeaseKeeper(store, claim) as lease:
 
         def should_stop() -> bool:
             over_budget = budget_seconds is not None and time.monotonic() - clock >= budget_seconds
-            return lease.lost.is_set() or over_budget
+            return lease.lost.is_set() or over_budget or cancel_requested()
 
         def save(checkpoint: dict[str, Any]) -> None:
             store.save_checkpoint(claim, checkpoint)
 
-        outcome: dict[str, Any] | None
+        outcome: dict[str, Any] | None = None
         if request.operation == "export":
-            outcome = run_export(request, services, started_at, checkpoint=claim.checkpoint, save=save, should_stop=should_stop)
+            if not cancel_requested():
+                outcome = run_export(
+                    request, services, started_at, checkpoint=claim.checkpoint, save=save, should_stop=should_stop
+                )
+            if outcome is None and cancel_requested() and not lease.lost.is_set():
+                outcome = cancelled_export(request.requestId, services.bundles(), started_at=started_at, state=claim.document)
         else:
-            outcome = with_workspaces(run_delete(request, services, started_at, checkpoint=claim.checkpoint, save=save), request)
+            outcome = with_workspaces(
+                run_delete(
+                    request, services, started_at, checkpoint=claim.checkpoint, save=save, cancel_requested=cancel_requested
+                ),
+                request,
+            )
         if lease.lost.is_set():
             raise LeaseLost("another worker took over this request; this worker stops")
     if (

@@ -1,6 +1,10 @@
-"""Request state: one JSON document per requestId, changed only under optimistic concurrency (ETags).
+r"""Request state: one JSON document per requestId, changed only under optimistic concurrency (ETags).
 
-    received -> in_progress -> completed | partially_completed | failed | rejected
+    received -> in_progress -> completed | partially_completed | failed | rejected | cancelled
+                     \-> cancelling (a cancel was asked; the worker stops at its next checkpoint) -> cancelled
+
+A cancel of a request the store has never seen leaves a ``cancelled`` tombstone (no request, no outcome):
+its first delivery is then cancelled at once, with the outcome of its own operation.
 
 The logic lives here once; a backend is four small I/O methods (``StateBackend``), as in powertools'
 idempotency persistence layer. A worker owns a request while its lease (``leaseUntil``) is fresh; it
@@ -21,14 +25,31 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.domain.contract import parse_rfc3339
 from shared.domain.errors import DsrError, RetryableError
 from shared.ports import StateBackend, StateConflict
 
 log = logging.getLogger("dsr.state")
 
-FINAL = ("completed", "partially_completed", "failed", "rejected")
+FINAL = ("completed", "partially_completed", "failed", "rejected", "cancelled")
+DUE_DAYS = 30  # GDPR art. 12(3): one month from receipt
+_STAMP = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def due_by(request_json: dict[str, Any], received: float) -> str:
+    """The request's own ``dueBy`` (in UTC), or 30 days after it was first received."""
+    given = request_json.get("dueBy")
+    parsed = parse_rfc3339(given) if isinstance(given, str) else None
+    when = parsed.astimezone(UTC) if parsed else datetime.fromtimestamp(received, UTC) + timedelta(days=DUE_DAYS)
+    return when.strftime(_STAMP)
+
+
+def is_tombstone(doc: dict[str, Any]) -> bool:
+    """A cancel that came before the request itself: nothing but the mark."""
+    return doc.get("status") == "cancelled" and doc.get("outcome") is None
 
 
 class RequestBusy(RetryableError):
@@ -99,6 +120,8 @@ class StateStore:
                 doc = {
                     "requestId": request_id,
                     "status": "in_progress",
+                    "receivedAt": self._stamp(),
+                    "dueBy": due_by(request_json, now),
                     "operation": request_json.get("operation"),
                     "fingerprint": fingerprint,
                     "request": request_json,
@@ -124,14 +147,22 @@ class StateStore:
                 raise RequestIdReused(
                     f"requestId {request_id} was already used for a different request; a new request needs a new requestId"
                 )
-            if doc.get("status") in FINAL:
+            if doc.get("status") in FINAL and not is_tombstone(doc):
                 return Claim("final", doc, etag)
             lease_until = float(doc.get("leaseUntil") or 0)
             if doc.get("owner") is not None and lease_until > now:
                 raise RequestBusy(request_id, lease_until)
+            if is_tombstone(doc):  # cancelled before it arrived: take it only to give it its cancelled outcome
+                doc = doc | {
+                    "operation": request_json.get("operation"),
+                    "fingerprint": fingerprint,
+                    "request": request_json,
+                    "receivedAt": self._stamp(),
+                    "dueBy": due_by(request_json, now),
+                }
             taken = {
                 **doc,
-                "status": "in_progress",
+                "status": "cancelling" if doc.get("cancelRequested") else "in_progress",
                 "owner": owner,
                 "leaseUntil": now + self.lease_seconds,
                 "attempts": int(doc.get("attempts") or 0) + 1,
@@ -147,15 +178,25 @@ class StateStore:
         raise RetryableError("the request state kept changing under us", code="state_contention")
 
     def update(self, claim: Claim, *, keep_lease: bool = True, **changes: Any) -> None:
-        """Change the owned document (renewing the lease); ``LeaseLost`` if someone else took it."""
+        """Change the owned document (renewing the lease); ``LeaseLost`` if someone else took it. A change
+        made by someone other than a worker (a cancel, the watchdog's deadline mark) is kept: the write is
+        rebased on it, and the owner sees it in ``claim.document``."""
         with self._lock:
-            lease = self.clock() + self.lease_seconds if keep_lease else 0.0
-            doc = {**claim.document, **changes, "leaseUntil": lease, "updatedAt": self._stamp()}
-            try:
-                claim.etag = self.backend.replace(doc["requestId"], doc, claim.etag)
-            except StateConflict:
-                raise LeaseLost("another worker took over this request") from None
-            claim.document = doc
+            base, etag = claim.document, claim.etag
+            for _ in range(10):
+                lease = self.clock() + self.lease_seconds if keep_lease else 0.0
+                doc = {**base, **changes, "leaseUntil": lease, "updatedAt": self._stamp()}
+                try:
+                    claim.etag = self.backend.replace(doc["requestId"], doc, etag)
+                except StateConflict:
+                    found = self.backend.read(claim.document["requestId"])
+                    if found is None or found[0].get("owner") != claim.document.get("owner") or found[0].get("status") in FINAL:
+                        raise LeaseLost("another worker took over this request") from None
+                    base, etag = found
+                    continue
+                claim.document = doc
+                return
+            raise LeaseLost("the request state kept changing under this worker")
 
     def renew(self, claim: Claim) -> None:
         self.update(claim)
@@ -180,6 +221,67 @@ class StateStore:
 
     def read(self, request_id: str) -> tuple[dict[str, Any], str] | None:
         return self.backend.read(request_id)
+
+    def request_cancel(self, request_id: str) -> tuple[str, dict[str, Any]]:
+        """Mark a request cancelled: ``accepted`` (a running or queued request will stop; one never seen gets a
+        tombstone), ``already`` (asked before), or ``conflict`` (it had finished: nothing changed)."""
+        for _ in range(20):
+            found = self.backend.read(request_id)
+            stamp = self._stamp()
+            if found is None:
+                tombstone = {
+                    "requestId": request_id,
+                    "status": "cancelled",
+                    "cancelRequested": True,
+                    "cancelRequestedAt": stamp,
+                    "operation": None,
+                    "fingerprint": None,
+                    "request": None,
+                    "outcome": None,
+                    "owner": None,
+                    "leaseUntil": 0.0,
+                    "createdAt": stamp,
+                    "updatedAt": stamp,
+                }
+                try:
+                    self.backend.create(request_id, tombstone)
+                except StateConflict:
+                    continue
+                return "accepted", tombstone
+            doc, etag = found
+            if doc.get("cancelRequested"):
+                return "already", doc
+            if doc.get("status") in FINAL:
+                return "conflict", doc
+            marked = {**doc, "cancelRequested": True, "cancelRequestedAt": stamp, "status": "cancelling", "updatedAt": stamp}
+            try:
+                self.backend.replace(request_id, marked, etag)
+            except StateConflict:
+                continue
+            return "accepted", marked
+        raise RetryableError("the request state kept changing under us", code="state_contention")
+
+    def due_soon(self, *, within_seconds: float) -> list[tuple[dict[str, Any], str]]:
+        """Unfinished documents whose ``dueBy`` is at most ``within_seconds`` away (or past) and that were not
+        reminded yet."""
+        now = self.clock()
+        out = []
+        for request_id in self.backend.list_ids():
+            found = self.backend.read(request_id)
+            if not found:
+                continue
+            doc, etag = found
+            if (
+                doc.get("status") in FINAL
+                or doc.get("dueSoonNotifiedAt")
+                or doc.get("parent")
+                or not isinstance(doc.get("dueBy"), str)
+            ):
+                continue
+            due = parse_rfc3339(doc["dueBy"])
+            if due is not None and due.timestamp() - now <= within_seconds:
+                out.append((doc, etag))
+        return out
 
     def modify(
         self, request_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
@@ -227,6 +329,47 @@ class StateStore:
             if now - updated >= idle_seconds:
                 out.append((doc, etag))
         return out
+
+
+class CancelWatch:
+    """``cancel_requested()`` for the worker's checkpoints: true once the request's state carries the cancel
+    mark. It looks at the owned document (refreshed by every lease renewal and checkpoint save) and, at most
+    every ``interval`` seconds, reads the request's state itself (for a fan-out child: its request's, where a
+    cancel is written), so any instance notices within one interval."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        claim: Claim,
+        *,
+        interval: float,
+        request_id: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.claim = claim
+        self.request_id = request_id or claim.document["requestId"]  # a workspace's child watches its request
+        self.interval = interval
+        self.clock = clock
+        self._seen = bool(claim.document.get("cancelRequested"))
+        self._last = clock() - interval  # the first call looks
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        with self._lock:
+            if self._seen or self.claim.document.get("cancelRequested"):
+                self._seen = True
+                return True
+            if self.clock() - self._last < self.interval:
+                return False
+            self._last = self.clock()
+            try:
+                found = self.store.read(self.request_id)
+            except Exception as exc:  # noqa: BLE001 - a failed look is repeated at the next checkpoint
+                log.warning("could not read the request state for a cancel", extra={"error": type(exc).__name__})
+                return False
+            self._seen = bool(found and found[0].get("cancelRequested"))
+            return self._seen
 
 
 class LeaseKeeper:

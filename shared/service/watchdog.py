@@ -1,6 +1,7 @@
 """The watchdog: requests left ``in_progress`` by a worker that vanished (lease lapsed, no activity) are
 put back on the request queue a bounded number of times, then marked ``failed`` with an outcome, so no
-request is ever stuck without anyone knowing.
+request is ever stuck without anyone knowing. It also sends one ``aml.dsr.request.due_soon`` event per
+unfinished request that is within 72 hours of its ``dueBy``.
 
 Fanned-out requests (``shared.service.fanout``): each workspace's child is watched like a request (re-sent,
 then recorded as a failed workspace, which may finish the request); the parent itself only when a child
@@ -12,7 +13,7 @@ import logging
 from typing import Any
 
 from shared.domain.contract import DsrRequest
-from shared.domain.outcome import failed_event
+from shared.domain.outcome import due_soon_event, failed_event, utc_now
 from shared.logs import request_context
 from shared.ports import RequestSender
 from shared.service import fanout
@@ -21,6 +22,32 @@ from shared.service.state import StateStore
 from shared.service.workspaces import failed_part, workspace_entry
 
 log = logging.getLogger("dsr.watchdog")
+DUE_SOON_SECONDS = 72 * 3600
+
+
+def notify_due_soon(services: Any) -> int:
+    """Publish the due-soon event of each unfinished request near its deadline, once: the mark is written
+    (ETag-safe) before the event goes out, so two sweeps never both send it; a failed publish removes the
+    mark again so the next sweep retries (the event id ``<requestId>:due_soon`` lets duplicate detection drop
+    a repeat)."""
+    store = services.state()
+    sent = 0
+    for doc, etag in store.due_soon(within_seconds=DUE_SOON_SECONDS):
+        request_id = doc["requestId"]
+        with request_context(request_id):
+            if not store.change_if_unchanged(doc, etag, dueSoonNotifiedAt=utc_now()):
+                continue  # changed meanwhile: looked at again by the next sweep
+            status = "cancelling" if doc.get("cancelRequested") else str(doc.get("status"))
+            try:
+                publish(due_soon_event(request_id, doc.get("operation"), due_by=doc["dueBy"], status=status), services)
+            except Exception:
+                found = store.read(request_id)
+                if found is not None:
+                    store.change_if_unchanged(found[0], found[1], dueSoonNotifiedAt=None)
+                raise
+            log.warning("request due soon: reminder published", extra={"dueBy": doc["dueBy"]})
+            sent += 1
+    return sent
 
 
 def sweep(services: Any, sender: RequestSender) -> dict[str, int]:

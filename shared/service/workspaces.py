@@ -20,6 +20,7 @@ from shared.service.bundle import bundle_prefix, manifest_name
 from shared.service.delete import PLAN_LIMIT_IN_EVENT, run_delete
 from shared.service.export import ExportResult, ExportTraversal
 from shared.service.listing import Endpoints
+from shared.service.report import READABLE_STATUSES, write_readable_export
 
 log = logging.getLogger("dsr.workspaces")
 
@@ -86,14 +87,27 @@ def run_part(
     checkpoint: Any = None,
     save: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    cancel_requested: Callable[[], bool] | None = None,
 ) -> dict[str, Any] | None:
-    """One workspace (``request`` narrowed by ``for_workspace``); None when it stopped at a checkpoint."""
+    """One workspace (``request`` narrowed by ``for_workspace``); None when it stopped at a checkpoint. A
+    cancelled part has status ``cancelled`` (an export's: nothing; a delete's: what it did before it stopped)."""
+    cancelled = cancel_requested or (lambda: False)
     if request.operation == "export":
-        result = export_traversal(request, services, checkpoint=checkpoint, save=save, should_stop=should_stop)
+        result = None
+        if not cancelled():
+            result = export_traversal(
+                request,
+                services,
+                checkpoint=checkpoint,
+                save=save,
+                should_stop=lambda: bool(should_stop and should_stop()) or cancelled(),
+            )
+        if result is None or (result.suspended and cancelled()):
+            return {"data": {"status": "cancelled", "counts": {}, "errors": []}}
         if result.suspended:
             return None
         return {"data": export_part_data(request, result)}
-    event = run_delete(request, services, started_at, checkpoint=checkpoint, save=save)
+    event = run_delete(request, services, started_at, checkpoint=checkpoint, save=save, cancel_requested=cancelled)
     return {"data": event["data"]}
 
 
@@ -199,27 +213,28 @@ def _finish_export(
     calls = sum(int(data.get("calls") or 0) for _, data in parts)
     completed_at = utc_now()
     clock = time.monotonic()
-    services.bundles().put_json(
-        manifest,
-        {
-            "schemaVersion": "1",
-            "requestId": request.requestId,
-            "request": request.model_dump(mode="json"),
-            "status": status,
-            "errors": errors,
-            "startedAt": started_at,
-            "completedAt": completed_at,
-            "container": settings.export_container,
-            "files": files,
-            "counts": counts,
-            "skipped": skipped,
-            "secretsRedacted": sum(int(data.get("secretsRedacted") or 0) for _, data in parts),
-            "nonFiniteNulled": sum(int(data.get("nonFiniteNulled") or 0) for _, data in parts),
-            **subject,
-            "calls": calls,
-            **common,
-        },
-    )
+    document: dict[str, Any] = {
+        "schemaVersion": "1",
+        "requestId": request.requestId,
+        "request": request.model_dump(mode="json"),
+        "status": status,
+        "errors": errors,
+        "startedAt": started_at,
+        "completedAt": completed_at,
+        "container": settings.export_container,
+        "files": files,
+        "counts": counts,
+        "skipped": skipped,
+        "secretsRedacted": sum(int(data.get("secretsRedacted") or 0) for _, data in parts),
+        "nonFiniteNulled": sum(int(data.get("nonFiniteNulled") or 0) for _, data in parts),
+        **subject,
+        "calls": calls,
+        **common,
+    }
+    # the readable page and the zip (which holds the manifest too) come first: the manifest is written last
+    store = services.bundles()
+    readable = write_readable_export(store, document, settings) if status in READABLE_STATUSES else {}
+    store.put_json(manifest, document)
     log.info("export written", extra={"files": len(files), "calls": calls, "seconds": round(time.monotonic() - clock, 3)})
     return outcome_event(
         request.requestId,
@@ -227,7 +242,12 @@ def _finish_export(
         status,
         {
             "counts": counts,
-            "bundle": {"container": settings.export_container, "prefix": bundle_prefix(request.requestId), "manifest": manifest},
+            "bundle": {
+                "container": settings.export_container,
+                "prefix": bundle_prefix(request.requestId),
+                "manifest": manifest,
+                **readable,
+            },
             "errors": errors,
             "startedAt": started_at,
             "completedAt": completed_at,

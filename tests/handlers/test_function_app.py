@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_indexed_app_has_one_service_bus_trigger_on_the_request_queue() -> None:
     # GIVEN the app, indexed the way the worker does it
     functions = _functions()
-    # THEN it holds the request trigger and the watchdog timer
-    assert sorted(functions) == ["dsr_request", "dsr_watchdog"]
+    # THEN it holds the request trigger, the watchdog timer and the two HTTP triggers of a ticket
+    assert sorted(functions) == ["dsr_cancel", "dsr_request", "dsr_status", "dsr_watchdog"]
     function = functions["dsr_request"]
     # AND its only binding is a single-message, auto-completing Service Bus queue trigger on
     # %DSR_REQUEST_QUEUE% with the identity-based connection ServiceBusConnection

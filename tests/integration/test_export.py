@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import zipfile
 from collections import Counter
 from typing import Any
 
@@ -86,9 +88,13 @@ def test_bundle_holds_no_token_and_no_datastore_credential(services, dsr_env, em
     body = make_request()
     handle(json.dumps(body), services)
     container = blob_container(dsr_env)
-    everything = b"".join(
-        container.download_blob(b.name).readall() for b in container.list_blobs(name_starts_with=body["requestId"] + "/")
-    ).decode()
+    blobs = {
+        b.name: container.download_blob(b.name).readall() for b in container.list_blobs(name_starts_with=body["requestId"] + "/")
+    }
+    zipped = blobs.pop(f"{body['requestId']}/{body['requestId']}.zip")
+    with zipfile.ZipFile(io.BytesIO(zipped)) as archive:  # the zip's members are read as they unpack
+        blobs.update({f"zip:{name}": archive.read(name) for name in archive.namelist()})
+    everything = b"".join(blobs.values()).decode()
     secrets = emulator.secret_values()
     assert secrets, "the emulator serves no secrets: the test would prove nothing"
     for secret in secrets:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -80,19 +81,27 @@ def test_bundles_are_private_and_the_outcome_names_blobs_not_urls(services, dsr_
     container = blob_container(dsr_env)
     # private: no anonymous read access at the container level
     assert container.get_container_properties().public_access is None
-    # the outcome names the container, prefix and manifest: no URL, no SAS, no account name
-    bundle = event["data"]["bundle"]
+    # the outcome names the container, prefix, manifest, page and zip: blob names, no URL, no SAS, no account name,
+    # except the one download link (contract 6.4): read-only, one blob, the zip, with an expiry
+    bundle = dict(event["data"]["bundle"])
+    download = bundle.pop("download")
+    rid = body["requestId"]
     assert bundle == {
         "container": dsr_env["DSR_EXPORT_CONTAINER"],
-        "prefix": f"{body['requestId']}/",
-        "manifest": f"{body['requestId']}/manifest.json",
+        "prefix": f"{rid}/",
+        "manifest": f"{rid}/manifest.json",
+        "report": f"{rid}/index.html",
+        "zip": f"{rid}/{rid}.zip",
     }
-    text = json.dumps(event)
+    link = urlsplit(download["url"])
+    query = parse_qs(link.query)
+    assert link.path.endswith(f"/{rid}/{rid}.zip") and query["sp"] == ["r"] and query["sr"] == ["b"] and query["se"]
+    text = json.dumps({**event, "data": {**event["data"], "bundle": bundle}})
     assert "://" not in text and "sig=" not in text and "devstoreaccount1" not in text
-    # blob names are built only from validated fields: requestId/sub/rg/ws/kind.jsonl
-    names = [b.name for b in container.list_blobs(name_starts_with=body["requestId"] + "/")]
+    # blob names are built only from validated fields: requestId/sub/rg/ws/kind.jsonl, and the page, zip and manifest
+    names = [b.name for b in container.list_blobs(name_starts_with=rid + "/")]
     shape = re.compile(
-        rf"^{re.escape(body['requestId'])}/({DEMO_TARGET['subscriptionId']}/{DEMO_TARGET['resourceGroup']}/"
-        rf"{DEMO_TARGET['workspace']}/[A-Za-z]+\.jsonl|manifest\.json)$"
+        rf"^{re.escape(rid)}/({DEMO_TARGET['subscriptionId']}/{DEMO_TARGET['resourceGroup']}/"
+        rf"{DEMO_TARGET['workspace']}/[A-Za-z]+\.jsonl|manifest\.json|index\.html|{re.escape(rid)}\.zip)$"
     )
     assert names and all(shape.match(n) for n in names), names

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -97,9 +98,30 @@ def test_no_secret_or_personal_data_in_any_log_line_of_an_export_and_a_delete(
     forbidden = forbidden_values(emulator, dsr_env)
     assert any(label == "an access token" for label in forbidden.values()), "no token was issued"
     assert_no_leak(output, forbidden)
+    # AND the export's download link (a SAS: a secret that reads personal data) is in no log line, nor its signature
+    links = [e["data"]["bundle"]["download"]["url"] for e in events if "download" in e["data"].get("bundle", {})]
+    assert len(links) == 2, "the exports carry no download link: the SAS check would prove nothing"
+    for link in links:
+        assert_no_leak(output, {link: "a download link", link.split("?", 1)[1]: "a download link's SAS query"})
+        assert_no_leak(output, {parse_qs(urlsplit(link).query)["sig"][0]: "a SAS signature"})
     # AND the outcome events carry no token or credential either
     secrets = {v: w for v, w in forbidden.items() if "token" in w or "secret" in w or "credential" in w or "key" in w}
     assert_no_leak(json.dumps(events), secrets)
+
+
+def test_a_sas_url_logged_by_any_code_is_redacted_whole(captured_logs):
+    # GIVEN a download link as the app issues it, logged by careless code in the message, an extra and an exception
+    link = "https://acct.blob.core.windows.net/dsr-exports/R/R.zip?st=2026-11-29T10%3A00%3A00Z&se=2026-12-06&sp=r&sv=2025-01-05&sr=b&skoid=1&sig=c2lnbmF0dXJl%2B%3D"
+    log = logging.getLogger("dsr.careless")
+    log.warning("link %s", link, extra={"outcome": {"data": {"bundle": {"download": {"url": link}}}}})
+    try:
+        raise RuntimeError(f"could not fetch {link}")
+    except RuntimeError:
+        log.exception("failed")
+    output = captured_logs.getvalue()
+    # THEN neither the query nor the signature reached the output, and the blob's address still says what it was
+    assert "c2lnbmF0dXJl" not in output and "skoid=1" not in output and "sp=r" not in output
+    assert "R.zip?[REDACTED-SAS]" in output
 
 
 def test_no_leak_even_with_the_libraries_logging_at_debug(services, dsr_env, emulator, make_request, captured_logs):

@@ -143,7 +143,7 @@ def test_the_filter_redacts_the_message_its_arguments_and_every_extra(capture):
     text = stream.getvalue()
     assert TOKEN not in text
     [entry] = lines(stream)
-    assert entry["url"] == "https://h/p?sig=[REDACTED]"
+    assert entry["url"] == "https://h/p?[REDACTED-SAS]"  # a signed query goes whole
     assert entry["headers"] == {"Authorization": "[REDACTED]"}
 
 
