@@ -457,8 +457,10 @@ class ExportTraversal:
         return steps
 
     def _relist(self, step: Step, body: Any) -> list[Step]:
-        """A page read again after a resume: the item GETs it still owed, each with its listed record (an
-        item no longer on the page is still fetched, without one)."""
+        """A page read again after a resume, and the item GETs it still owed, run here one after the other,
+        each with its listed record (an item no longer on the page is still fetched, without one). Run here,
+        not queued: queued, they could be owed again by the next checkpoint, and a run that stops every few
+        steps would read the page again and again without progress."""
         kind = self.catalog.kinds[step.kind]
         listed: dict[str, Any] = {}
         records = body.get("value") if isinstance(body, dict) else None
@@ -471,7 +473,7 @@ class ExportTraversal:
             item = Step(step.target, step.kind, "item", "", step.bindings, rid, listed.get(rid), inherited=step.inherited)
             url = self._derived_url(item)
             if url is not None:
-                steps.append(replace(item, url=url, listed_from=step.url if rid in listed else None))
+                steps += self._run_step(replace(item, url=url))
         return steps
 
     def _next_page(self, kind: Kind, step: Step, body: dict[str, Any]) -> str | None:

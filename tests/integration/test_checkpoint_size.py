@@ -55,4 +55,4 @@ def test_the_peak_checkpoint_does_not_grow_with_the_workspace(services, emulator
     # concurrency x the catalog's depth, which the small export does not fill: a few KB apart, not ~10x
     # (before: the listed record and the target in every step, and a block id per file per checkpoint)
     assert large_calls > 20 * small_calls
-    assert large - small <= 10 * 1024, (small, large)
+    assert large - small <= 16 * 1024, (small, large)  # steps of ~150 bytes; before: ~1.2 KB each
