@@ -19,13 +19,14 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import shared.telemetry as telemetry
 from shared.domain.catalog import Catalog, Kind, matches_where, scalar_ids
 from shared.domain.contract import DsrRequest, Target
 from shared.domain.errors import AzureMLError, BadResponseError, InvalidIdError, NotFoundError, UntrustedUrlError
 from shared.domain.subject import SubjectMatcher
-from shared.domain.urls import strip_query
+from shared.domain.urls import strip_query, with_query
 from shared.ports import AzureML, BundleStore
 from shared.service.bundle import FileEntry, JsonlWriter, block_ids, jsonl_name, scrub_record
 from shared.service.checkpoint import ErrorState, ExportCheckpoint, FileState, PendingStep, TargetState
@@ -218,7 +219,7 @@ class ExportTraversal:
                     target=index[s.target.resource_id],
                     kind=s.kind,
                     op="relist",
-                    url=_short(s.listed_from, first),
+                    url=_short(s.listed_from, first, self._tokens(s)),
                     bindings=list(s.bindings),
                     ids=[s.item_id],
                     inherited=s.inherited,
@@ -231,7 +232,7 @@ class ExportTraversal:
                         target=index[s.target.resource_id],
                         kind=s.kind,
                         op="relist",
-                        url=_short(s.url, first),
+                        url=_short(s.url, first, self._tokens(s)),
                         bindings=list(s.bindings),
                         ids=list(s.only),
                         inherited=s.inherited,
@@ -243,7 +244,7 @@ class ExportTraversal:
                     target=index[s.target.resource_id],
                     kind=s.kind,
                     op="list" if s.op == "list" else "item",
-                    url=None if s.url == derived else _short(s.url, first) if s.op == "list" else s.url,
+                    url=None if s.url == derived else _short(s.url, first, self._tokens(s)) if s.op == "list" else s.url,
                     bindings=list(s.bindings),
                     item_id=s.item_id,
                     page=s.page,
@@ -311,7 +312,11 @@ class ExportTraversal:
             target = self.request.targets[p.target]
             step = Step(target, p.kind, p.op, "", tuple(p.bindings), p.item_id, p.listed, p.page, p.list_url, p.inherited)
             first = self._derived_url(replace(step, op="list", page=1))
-            url = _long(p.url, first) if p.op in ("list", "relist") and p.url else p.url or self._derived_url(step)
+            url = (
+                _long(p.url, first, self._tokens(step))
+                if p.op in ("list", "relist") and p.url
+                else p.url or self._derived_url(step)
+            )
             url = url or (first if p.op == "relist" else None)
             if url is None:  # a checkpoint that does not fit this catalog: nothing to run for this step
                 log.warning("a checkpointed step without a URL skipped", extra={"kind": p.kind})
@@ -322,6 +327,9 @@ class ExportTraversal:
                 self._first_sight(target, p.kind, rid, inherited=p.inherited)
             steps.append(step)
         return steps
+
+    def _tokens(self, step: Step) -> tuple[str, ...]:
+        return tuple(self.catalog.kinds[step.kind].tokenParams)
 
     def _file_key(self, key: str) -> tuple[str, str]:
         """``<target index>|<kind>`` -> (resource id, kind)."""
@@ -669,16 +677,22 @@ class ExportTraversal:
             self.errors.append(ErrorRecord(code, message, kind, target.resource_id))
 
 
-def _short(url: str, first: str | None) -> str | None:
-    """A page's URL in a checkpoint: nothing for its list's first page, else what follows the list's path
-    (a later page's query, with its token) after a ``+``; in full when it is on another path (a nextLink)."""
+def _short(url: str, first: str | None, tokens: tuple[str, ...]) -> str | None:
+    """A page's URL in a checkpoint: nothing for its list's first page; ``~`` and the token for the first
+    page's URL with a continuation token; else what follows the list's path after a ``+`` (a nextLink's
+    query); in full when it is on another path."""
     if url == first:
         return None
+    token = next((v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True) if tokens and k == tokens[0]), None)
+    if first and token and with_query(first, dict.fromkeys(tokens, token), override=True) == url:
+        return "~" + token
     base = first.split("?", 1)[0] if first else None
     return "+" + url[len(base) :] if base and url.startswith(base) else url
 
 
-def _long(url: str, first: str | None) -> str:
+def _long(url: str, first: str | None, tokens: tuple[str, ...]) -> str:
+    if url.startswith("~") and first:
+        return with_query(first, dict.fromkeys(tokens, url[1:]), override=True)
     return first.split("?", 1)[0] + url[1:] if url.startswith("+") and first else url
 
 
