@@ -9,10 +9,16 @@ model management, pipelines) per host. Per limiter:
   pause the other calls, until its Retry-After has passed. One stray 429 delays its own call only.
 * The **pace** (calls/s; none at first) is lowered, at most once per round trip, on shared throttling, on
   a 429 while paced, and, before any 429, when an ``x-ms-ratelimit-remaining-*`` count falls to half the
-  largest seen (``low_water`` at least) and below where it was at the last cut. With counts it becomes
-  ``margin`` x the service's refill rate: calls admitted plus the growth of the count, over the time since
-  the count was last at its largest (a count falling faster than this limiter's own calls explain is
-  shared with other limiters, and left to them). Without, ``backoff`` x the pace (or the send rate).
+  largest seen (``low_water`` at least) and below where it was at the last cut. It becomes ``margin`` x
+  the service's refill rate, measured over at least 10 answers and ``window / 8`` seconds:
+
+  - with counts and no 429: calls admitted plus the growth of the count, since the count was last at its
+    largest. Too few answers yet: no cut (the count warns early). A count falling more than twice as
+    fast as this limiter's own calls explain is shared with busier limiters, and left to them;
+  - after 429s: the calls admitted since the window's first 429 after the last pause (the service's
+    bucket has been empty since, so what it admits is what it refills); too few answers yet:
+    ``backoff`` x the pace (or the send rate of the last ``window / 8`` seconds).
+
   Never below what the service admitted in the last ``window`` seconds (x ``margin`` with counts), so
   that a pause cannot collapse it.
 * Each clean round trip (an answer to a call sent after the last change) adds ``step`` (with counts) or
@@ -182,16 +188,24 @@ class Limiter:
         floor = sum(1 for a in self._answers if not a[1]) / self.window
         full = [i for i, a in enumerate(recent) if a[2] is not None and a[2] >= self._most]
         counted = recent[full[-1] :] if full else [a for a in recent if a[2] is not None]
-        if len(counted) >= 10 and now - counted[0][0] >= self.window / 8:
+        throttled = [i for i, a in enumerate(recent) if a[1]]
+        empty = recent[throttled[0] :] if throttled else []
+        if counted and not throttled:
+            if len(counted) < 10 or now - counted[0][0] < self.window / 8:
+                return  # too soon to read a refill rate off the count: wait for it (no 429 yet)
             # just under the service's refill rate: what it admitted since its bucket was last full (or
             # since the window began), plus what its remaining count grew by meanwhile
             admitted = sum(1 for a in counted[1:] if not a[1])
             change = (counted[-1][2] or 0) - (counted[0][2] or 0)
-            if admitted + change <= 0:
-                return  # the count falls faster than this limiter's calls explain: others share it, and cut
+            if admitted < -change / 2:
+                return  # this limiter's calls explain less than half the fall: busier limiters share it, and cut
             rate = self.margin * max(floor, (admitted + change) / (now - counted[0][0]))
+        elif len(empty) >= 10 and now - empty[0][0] >= self.window / 8:
+            # the service's bucket has been empty since the first 429: what it admitted since is its refill rate
+            rate = max(floor, self.margin * sum(1 for a in empty[1:] if not a[1]) / (now - empty[0][0]))
         else:
-            current = self._pace if self._pace is not None else len(recent) / max(now - start, 1e-3)
+            fresh = [a for a in recent if a[0] >= now - self.window / 8]
+            current = self._pace if self._pace is not None else len(fresh) / max(min(now - start, self.window / 8), 1e-3)
             rate = max(floor, self.backoff * current)
         self._pace = self._base = max(rate, 0.1)
         self._decreased_at = self._grown_at = now

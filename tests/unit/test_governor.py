@@ -212,6 +212,54 @@ def test_a_falling_remaining_count_sets_the_refill_rate_before_any_429():
     assert lim.throttled == 0 and lim.pauses == 0
 
 
+def test_a_count_that_falls_too_soon_to_read_a_rate_cuts_nothing_yet():
+    # GIVEN a count already at its low water, WHEN fewer than 10 answers carry it
+    clock = FakeClock()
+    lim = limiter(clock)
+    for remaining in (30, 20, 10, 5, 4):
+        sent = lim.acquire()
+        clock.now += RTT
+        lim.answered(sent, remaining=remaining)
+    # THEN no pace is guessed from it (the next answers read the refill rate)
+    assert lim.pace is None and lim.shared_events == 0
+
+
+def test_a_count_drained_by_a_busier_limiter_is_left_to_it():
+    # GIVEN a count that falls by 10 per answer while this limiter's own calls explain one each
+    clock = FakeClock()
+    lim = limiter(clock)
+    remaining = 1000
+    for _ in range(60):
+        sent = lim.acquire()
+        clock.now += RTT
+        remaining -= 10
+        lim.answered(sent, remaining=remaining)
+    # THEN this limiter is not paced: the busier one sharing the count slows down
+    assert lim.pace is None and lim.throttled == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(refill=st.floats(min_value=20.0, max_value=400.0), demand=st.floats(min_value=1.3, max_value=3.0))
+def test_under_shared_429s_the_pace_settles_just_under_what_the_empty_bucket_admits(refill: float, demand: float):
+    # GIVEN a service bucket (``refill`` calls/s, burst 10) and calls wanting ``demand`` x that rate
+    clock = FakeClock()
+    lim = limiter(clock)
+    tokens, stamp, gap = 10.0, 0.0, 1.0 / (refill * demand)
+    paces = []
+    while clock.now < 6.0:
+        sent = lim.acquire()
+        tokens, stamp = min(10.0, tokens + (sent - stamp) * refill), sent
+        admitted = tokens >= 1
+        tokens -= admitted
+        clock.now += gap
+        lim.answered(sent, throttled=not admitted, retry_after=1.0)
+        if clock.now > 4.0:
+            paces.append(lim.pace or float("inf"))
+    # THEN over the last 2 seconds the pace stays near the refill rate: at most one backoff below, never unpaced
+    # (above it by at most the burst spread over the window, which the floor counts as admitted, and a probe)
+    assert lim.backoff * refill <= min(paces) and max(paces) <= (refill + 10 / lim.window) * 1.25
+
+
 def test_remaining_from_headers_takes_the_smallest_count():
     headers = {
         "x-ms-ratelimit-remaining-subscription-reads": "11999",
@@ -294,8 +342,11 @@ def test_a_429_makes_its_own_call_wait_the_retry_after_then_retry():
 
 
 def test_success_answers_feed_the_remaining_count_to_the_limiter():
+    fed: list[int | None] = []
     with LoopbackServer(lambda seen, server: Reply(200, {"x-ms-ratelimit-remaining-subscription-reads": "3"}, {})) as server:
         aml = _client(server.base_url, lambda s: None)
-        aml.get(f"{server.base_url}/arm/subscriptions/s1/x")
         lim = aml.limiter(f"{server.base_url}/arm/subscriptions/s1/x")
-    assert lim.pace is not None and lim.throttled == 0
+        answered = lim.answered
+        lim.answered = lambda sent, **kw: (fed.append(kw.get("remaining")), answered(sent, **kw))  # type: ignore[method-assign]
+        aml.get(f"{server.base_url}/arm/subscriptions/s1/x")
+    assert fed == [3] and lim.throttled == 0
