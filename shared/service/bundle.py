@@ -13,9 +13,18 @@ from shared.domain.contract import Target
 from shared.domain.scrub import REDACTED, scrub_record, scrub_secrets
 from shared.ports import BlockBlob
 
-__all__ = ["REDACTED", "FileEntry", "JsonlWriter", "scrub_record", "scrub_secrets"]
+__all__ = ["REDACTED", "FileEntry", "JsonlWriter", "block_ids", "scrub_record", "scrub_secrets"]
 
 BLOCK_BYTES = 4 * 1024 * 1024
+
+
+def block_ids(count: int) -> list[str]:
+    """The ids of a file's first ``count`` blocks: they follow from their index, so a checkpoint holds a count."""
+    return [_block_id(i) for i in range(count)]
+
+
+def _block_id(index: int) -> str:
+    return base64.b64encode(f"{index:08d}".encode()).decode()
 
 
 def bundle_prefix(request_id: str) -> str:
@@ -70,7 +79,7 @@ class JsonlWriter:
         self._block_bytes = block_bytes
         self._lock = threading.Lock()
         self._buffer = bytearray()
-        self._blocks: list[str] = list(resume["blocks"]) if resume else []
+        self._blocks: list[str] = block_ids(int(resume["blocks"])) if resume else []
         self._sha = hashlib.sha256()
         self._bytes = int(resume["bytes"]) if resume else 0
         self.items = int(resume["items"]) if resume else 0
@@ -83,7 +92,7 @@ class JsonlWriter:
         with self._lock:
             if self._buffer:
                 self._stage()
-            return {"blocks": list(self._blocks), "items": self.items, "bytes": self._bytes}
+            return {"blocks": len(self._blocks), "items": self.items, "bytes": self._bytes}
 
     def write(self, line: dict[str, Any]) -> None:
         # allow_nan=False: a bundle parses with a strict parser (records are scrubbed of NaN/Infinity first)
@@ -101,7 +110,7 @@ class JsonlWriter:
                 self._stage()
 
     def _stage(self) -> None:
-        block_id = base64.b64encode(f"{len(self._blocks):08d}".encode()).decode()
+        block_id = _block_id(len(self._blocks))
         self._blob.stage(block_id, bytes(self._buffer))
         self._blocks.append(block_id)
         self._buffer = bytearray()

@@ -17,17 +17,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import shared.telemetry as telemetry
 from shared.domain.catalog import Catalog, Kind, matches_where, scalar_ids
 from shared.domain.contract import DsrRequest, Target
 from shared.domain.errors import AzureMLError, BadResponseError, InvalidIdError, NotFoundError, UntrustedUrlError
 from shared.domain.subject import SubjectMatcher
-from shared.domain.urls import strip_query
+from shared.domain.urls import strip_query, with_query
 from shared.ports import AzureML, BundleStore
-from shared.service.bundle import FileEntry, JsonlWriter, jsonl_name, scrub_record
+from shared.service.bundle import FileEntry, JsonlWriter, block_ids, jsonl_name, scrub_record
 from shared.service.checkpoint import ErrorState, ExportCheckpoint, FileState, PendingStep, TargetState
 from shared.service.listing import Endpoints, next_page_url, record_id, url_for, workspace_problem
 
@@ -38,7 +39,7 @@ log = logging.getLogger("dsr.export")
 class Step:
     target: Target
     kind: str
-    op: str  # "list" | "item"
+    op: str  # "list" | "item" | "relist" (a page read again for the listed records of the items ``only``)
     url: str
     bindings: tuple[tuple[str, str], ...] = ()
     item_id: str | None = None
@@ -46,6 +47,8 @@ class Step:
     page: int = 1
     list_url: str | None = None  # first page of the list, for continuation tokens
     inherited: bool = False  # subject scope: the parent belongs to the subject
+    listed_from: str | None = None  # the page ``listed`` came from: a checkpoint holds it instead of the record
+    only: tuple[str, ...] = ()  # relist: the ids of the page's items still to GET
 
 
 @dataclass
@@ -144,7 +147,7 @@ class ExportTraversal:
                     for future in wait(running).done:
                         pending.extend(future.result())
                     running = set()
-                    snapshot = self._snapshot(pending).model_dump(mode="json")
+                    snapshot = self._snapshot(pending).model_dump(mode="json", exclude_defaults=True)
                     if self._on_checkpoint is not None:
                         self._on_checkpoint(snapshot)
                         size = len(json.dumps(snapshot, separators=(",", ":")))
@@ -176,23 +179,11 @@ class ExportTraversal:
             return None
 
     def _snapshot(self, pending: deque[Step]) -> ExportCheckpoint:
+        index = {t.resource_id: i for i, t in enumerate(self.request.targets)}
         return ExportCheckpoint(
-            pending=[
-                PendingStep(
-                    target=s.target,
-                    kind=s.kind,
-                    op="list" if s.op == "list" else "item",
-                    url=s.url,
-                    bindings=list(s.bindings),
-                    item_id=s.item_id,
-                    listed=s.listed,
-                    page=s.page,
-                    list_url=s.list_url,
-                    inherited=s.inherited,
-                )
-                for s in pending
-            ],
-            files={f"{rid}|{kind}": FileState(**writer.checkpoint()) for (rid, kind), writer in self._writers.items()},
+            version=3,
+            pending=self._pending_state(pending),
+            files={f"{index[rid]}|{kind}": FileState(**writer.checkpoint()) for (rid, kind), writer in self._writers.items()},
             targets={
                 rid: TargetState(
                     ok=r.ok,
@@ -206,9 +197,83 @@ class ExportTraversal:
             },
             errors=[ErrorState(**e.as_dict()) for e in self.errors],
             calls=self.calls,
-            attributed={f"{rid}|{kind}": sorted(ids) for (rid, kind), ids in self._attributed.items()},
+            attributed={f"{index[rid]}|{kind}": sorted(ids) for (rid, kind), ids in self._attributed.items()},
             deferred=self._deferred,
         )
+
+    def _pending_state(self, pending: deque[Step]) -> list[PendingStep]:
+        """The steps waiting, each as small as it can be said: the items one page still has to GET become one
+        ``relist`` of that page (their listed records are read again on resume, not stored)."""
+        index = {t.resource_id: i for i, t in enumerate(self.request.targets)}
+        states: list[PendingStep] = []
+        relists: dict[tuple[Any, ...], PendingStep] = {}
+        for s in pending:
+            derived = self._derived_url(s)
+            first = self._derived_url(replace(s, op="list", page=1))
+            if s.op == "item" and s.listed is not None and s.listed_from and s.item_id and s.url == derived:
+                key = (s.target.resource_id, s.kind, s.listed_from, s.bindings, s.inherited)
+                if key in relists:
+                    relists[key].ids.append(s.item_id)
+                    continue
+                relists[key] = PendingStep(
+                    target=index[s.target.resource_id],
+                    kind=s.kind,
+                    op="relist",
+                    url=_short(s.listed_from, first, self._tokens(s)),
+                    bindings=list(s.bindings),
+                    ids=[s.item_id],
+                    inherited=s.inherited,
+                )
+                states.append(relists[key])
+                continue
+            if s.op == "relist":  # restored, not run yet
+                states.append(
+                    PendingStep(
+                        target=index[s.target.resource_id],
+                        kind=s.kind,
+                        op="relist",
+                        url=_short(s.url, first, self._tokens(s)),
+                        bindings=list(s.bindings),
+                        ids=list(s.only),
+                        inherited=s.inherited,
+                    )
+                )
+                continue
+            states.append(
+                PendingStep(
+                    target=index[s.target.resource_id],
+                    kind=s.kind,
+                    op="list" if s.op == "list" else "item",
+                    url=None if s.url == derived else _short(s.url, first, self._tokens(s)) if s.op == "list" else s.url,
+                    bindings=list(s.bindings),
+                    item_id=s.item_id,
+                    page=s.page,
+                    list_url=None if s.list_url in (None, first) else s.list_url,
+                    listed=s.listed,  # an item whose URL does not follow from its id keeps its listed record
+                    inherited=s.inherited,
+                )
+            )
+        return states
+
+    def _derived_url(self, step: Step) -> str | None:
+        """The URL of a step as its kind, target, bindings and id give it (None for a list's later page)."""
+        kind = self.catalog.kinds[step.kind]
+        values = dict(step.bindings)
+        try:
+            if step.op == "item" and kind.item:
+                return url_for(
+                    self.catalog,
+                    self.endpoints,
+                    kind,
+                    kind.item,
+                    step.target,
+                    {**values, **({"id": step.item_id} if step.item_id else {})},
+                )
+            if step.op == "list" and step.page == 1 and kind.list:
+                return url_for(self.catalog, self.endpoints, kind, kind.list, step.target, values, listing=True)
+        except InvalidIdError:
+            pass
+        return None
 
     def _restore(self, checkpoint: ExportCheckpoint) -> list[Step]:
         by_id = {t.resource_id: t for t in self.request.targets}
@@ -223,7 +288,7 @@ class ExportTraversal:
                 non_finite=raw.non_finite,
             )
         for key, state in checkpoint.files.items():
-            rid, kind = key.rsplit("|", 1)
+            rid, kind = self._file_key(key)
             name = jsonl_name(self.request.requestId, by_id[rid], kind)
             blob = self.store.block_blob(name)
             self._writers[(rid, kind)] = JsonlWriter(blob, name=name, kind=kind, workspace=rid, resume=state.model_dump())
@@ -231,7 +296,7 @@ class ExportTraversal:
             # run staged after it), so that a record reached again is not written twice
             ids: set[str] = set()
             if state.blocks:
-                blob.commit(state.blocks)
+                blob.commit(block_ids(state.blocks))
                 for raw_line in (self.store.read(name) or b"").splitlines():
                     ids.add(str(json.loads(raw_line)["id"]))
             self._seen[(rid, kind)] = set(ids)
@@ -239,13 +304,37 @@ class ExportTraversal:
         self.errors = [ErrorRecord(e.code, e.message, e.kind, e.target) for e in checkpoint.errors]
         self.calls = checkpoint.calls
         for key, attributed in checkpoint.attributed.items():
-            rid, kind = key.rsplit("|", 1)
+            rid, kind = self._file_key(key)
             self._attributed[(rid, kind)] = set(attributed)
         self._deferred = list(checkpoint.deferred)
-        return [
-            Step(p.target, p.kind, p.op, p.url, tuple(p.bindings), p.item_id, p.listed, p.page, p.list_url, p.inherited)
-            for p in checkpoint.pending
-        ]
+        steps: list[Step] = []
+        for p in checkpoint.pending:
+            target = self.request.targets[p.target]
+            step = Step(target, p.kind, p.op, "", tuple(p.bindings), p.item_id, p.listed, p.page, p.list_url, p.inherited)
+            first = self._derived_url(replace(step, op="list", page=1))
+            url = (
+                _long(p.url, first, self._tokens(step))
+                if p.op in ("list", "relist") and p.url
+                else p.url or self._derived_url(step)
+            )
+            url = url or (first if p.op == "relist" else None)
+            if url is None:  # a checkpoint that does not fit this catalog: nothing to run for this step
+                log.warning("a checkpointed step without a URL skipped", extra={"kind": p.kind})
+                continue
+            step = replace(step, url=url, list_url=p.list_url or (first if p.op == "list" else None), only=tuple(p.ids))
+            # the items it will GET count as seen, so that a record reached again is not fetched twice
+            for rid in (p.item_id,) if p.op == "item" and p.item_id else step.only:
+                self._first_sight(target, p.kind, rid, inherited=p.inherited)
+            steps.append(step)
+        return steps
+
+    def _tokens(self, step: Step) -> tuple[str, ...]:
+        return tuple(self.catalog.kinds[step.kind].tokenParams)
+
+    def _file_key(self, key: str) -> tuple[str, str]:
+        """``<target index>|<kind>`` -> (resource id, kind)."""
+        index, kind = key.split("|", 1)
+        return self.request.targets[int(index)].resource_id, kind
 
     def _close_files(self) -> list[FileEntry]:
         """Commit the files of the workspaces that succeeded, side by side (each commit is a round trip)."""
@@ -266,6 +355,12 @@ class ExportTraversal:
     def _run_step(self, step: Step) -> list[Step]:
         with self._lock:
             self.calls += 1
+        if step.op == "relist":
+            try:
+                body = self.aml.get(step.url).body
+            except AzureMLError:  # the page is gone, or its token expired: the items are still fetched
+                body = None
+            return self._relist(step, body)
         try:
             response = self.aml.get(step.url)
         except NotFoundError:
@@ -336,7 +431,19 @@ class ExportTraversal:
                     # the listed record rides in the step (and in a checkpoint in state): scrubbed before it is kept;
                     # its secrets are counted when the merged record is written
                     listed, _ = scrub_record(record, self._secret_names)
-                    steps.append(Step(step.target, step.kind, "item", url, step.bindings, rid, listed, inherited=step.inherited))
+                    steps.append(
+                        Step(
+                            step.target,
+                            step.kind,
+                            "item",
+                            url,
+                            step.bindings,
+                            rid,
+                            listed,
+                            inherited=step.inherited,
+                            listed_from=step.url,
+                        )
+                    )
                     continue
             steps += self._accept(
                 step.target, step.kind, record, rid, bindings, self._source_url(kind, step, record), inherited=step.inherited
@@ -357,6 +464,26 @@ class ExportTraversal:
                     inherited=step.inherited,
                 ),
             )
+        return steps
+
+    def _relist(self, step: Step, body: Any) -> list[Step]:
+        """A page read again after a resume, and the item GETs it still owed, run here one after the other,
+        each with its listed record (an item no longer on the page is still fetched, without one). Run here,
+        not queued: queued, they could be owed again by the next checkpoint, and a run that stops every few
+        steps would read the page again and again without progress."""
+        kind = self.catalog.kinds[step.kind]
+        listed: dict[str, Any] = {}
+        records = body.get("value") if isinstance(body, dict) else None
+        for record in records if isinstance(records, list) else []:
+            rid = record_id(kind, record)
+            if rid in step.only and isinstance(record, dict):
+                listed[rid] = scrub_record(record, self._secret_names)[0]
+        steps: list[Step] = []
+        for rid in step.only:
+            item = Step(step.target, step.kind, "item", "", step.bindings, rid, listed.get(rid), inherited=step.inherited)
+            url = self._derived_url(item)
+            if url is not None:
+                steps += self._run_step(replace(item, url=url))
         return steps
 
     def _next_page(self, kind: Kind, step: Step, body: dict[str, Any]) -> str | None:
@@ -550,6 +677,25 @@ class ExportTraversal:
         log.warning("step failed", extra={"kind": kind, "code": code})
         with self._lock:
             self.errors.append(ErrorRecord(code, message, kind, target.resource_id))
+
+
+def _short(url: str, first: str | None, tokens: tuple[str, ...]) -> str | None:
+    """A page's URL in a checkpoint: nothing for its list's first page; ``~`` and the token for the first
+    page's URL with a continuation token; else what follows the list's path after a ``+`` (a nextLink's
+    query); in full when it is on another path."""
+    if url == first:
+        return None
+    token = next((v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True) if tokens and k == tokens[0]), None)
+    if first and token and with_query(first, dict.fromkeys(tokens, token), override=True) == url:
+        return "~" + token
+    base = first.split("?", 1)[0] if first else None
+    return "+" + url[len(base) :] if base and url.startswith(base) else url
+
+
+def _long(url: str, first: str | None, tokens: tuple[str, ...]) -> str:
+    if url.startswith("~") and first:
+        return with_query(first, dict.fromkeys(tokens, url[1:]), override=True)
+    return first.split("?", 1)[0] + url[1:] if url.startswith("+") and first else url
 
 
 __all__ = ["Endpoints", "ErrorRecord", "ExportResult", "ExportTraversal", "TargetResult"]
