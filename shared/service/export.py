@@ -5,6 +5,10 @@ step returns the steps it makes possible, so dependent calls start as soon as th
 in (not level by level), and the next page of a list is fetched beside the children of this one. Once
 more than ``frontier`` steps wait, the newest run first (depth first), so that the steps waiting, and the
 checkpoint that holds them, stay bounded whatever the size of the workspace.
+
+Each service limit is a lane (ARM per subscription, each data-plane family per region, as the rate governor
+keys its limiters) with at most ``concurrency`` steps in flight: a lane that is paced or throttled holds
+only its own slots, so it never starves the calls to another service.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -136,9 +140,10 @@ class ExportTraversal:
             for target in self.request.targets:
                 self._results[target.resource_id] = TargetResult(target)
                 pending.append(self._workspace_step(target))
-        running: set[Future[list[Step]]] = set()
+        running: dict[Future[list[Step]], tuple[str, str]] = {}
+        in_flight: Counter[tuple[str, str]] = Counter()
         last_checkpoint = self._clock()
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="dsr-export") as pool:
+        with ThreadPoolExecutor(max_workers=self.concurrency * self._lane_count(), thread_name_prefix="dsr-export") as pool:
             while pending or running:
                 stop = self._should_stop()
                 due = self._on_checkpoint is not None and self._clock() - last_checkpoint >= self._checkpoint_seconds
@@ -146,7 +151,7 @@ class ExportTraversal:
                     # quiesce: let the steps under way finish, so the snapshot is consistent
                     for future in wait(running).done:
                         pending.extend(future.result())
-                    running = set()
+                    running, in_flight = {}, Counter()
                     snapshot = self._snapshot(pending).model_dump(mode="json", exclude_defaults=True)
                     if self._on_checkpoint is not None:
                         self._on_checkpoint(snapshot)
@@ -157,15 +162,38 @@ class ExportTraversal:
                         return ExportResult(
                             list(self._results.values()), [], self.errors, self.calls, suspended=True, checkpoint=snapshot
                         )
-                while pending and len(running) < self.concurrency:
-                    step = pending.pop() if len(pending) > self.frontier else pending.popleft()
-                    running.add(pool.submit(contextvars.copy_context().run, self._run_step, step))
-                done, running = wait(running, return_when=FIRST_COMPLETED, timeout=self._checkpoint_seconds)
+                while (step := self._next_step(pending, in_flight)) is not None:
+                    lane = self._lane(step)
+                    in_flight[lane] += 1
+                    running[pool.submit(contextvars.copy_context().run, self._run_step, step)] = lane
+                done, _ = wait(running, return_when=FIRST_COMPLETED, timeout=self._checkpoint_seconds)
                 for future in done:
+                    in_flight[running.pop(future)] -= 1
                     pending.extend(future.result())
         self._resolve_deferred()
         files = self._close_files()
         return ExportResult(list(self._results.values()), files, self.errors, self.calls)
+
+    # -- scheduling -------------------------------------------------------------------------------
+    def _lane(self, step: Step) -> tuple[str, str]:
+        family = self.catalog.kinds[step.kind].family
+        return family, step.target.subscriptionId if family == "arm" else step.target.location
+
+    def _lane_count(self) -> int:
+        families = {self.catalog.kinds[k].family for k in self.needed} | {"arm"}
+        places = {t.subscriptionId for t in self.request.targets} | {t.location for t in self.request.targets}
+        return max(1, len(families) * len(places))
+
+    def _next_step(self, pending: deque[Step], in_flight: Counter[tuple[str, str]]) -> Step | None:
+        """The next step whose lane has a free slot: the oldest (breadth first) while few wait, the newest
+        (depth first) once more than ``frontier`` do."""
+        order = range(len(pending) - 1, -1, -1) if len(pending) > self.frontier else range(len(pending))
+        for i in order:
+            if in_flight[self._lane(pending[i])] < self.concurrency:
+                step = pending[i]
+                del pending[i]
+                return step
+        return None
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _resume_checkpoint(self) -> ExportCheckpoint | None:
