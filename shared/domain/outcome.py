@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from shared.domain.errors import RequestRejected
 
 SOURCE = "/aml-dsr"
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
-STATUSES = ("completed", "partially_completed", "failed", "rejected", "cancelled")
-EXIT_CODES = {"completed": 0, "partially_completed": 3, "failed": 1, "rejected": 2, "cancelled": 4}
+# A request's final status: what its outcome event says and what its state keeps.
+FinalStatus = Literal["completed", "partially_completed", "failed", "rejected", "cancelled"]
+STATUSES: tuple[FinalStatus, ...] = get_args(FinalStatus)
+EXIT_CODES: dict[FinalStatus, int] = {"completed": 0, "partially_completed": 3, "failed": 1, "rejected": 2, "cancelled": 4}
 # Service Bus Standard takes messages up to 256 KiB (headers included): an outcome stays well under it
 MAX_OUTCOME_BYTES = 192 * 1024
 CUTTABLE_LISTS = ("items", "plan", "review", "errors")

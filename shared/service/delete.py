@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import shared.telemetry as telemetry
 from shared.domain.catalog import Catalog, Kind, matches_where
@@ -40,13 +40,16 @@ MMS_TERMINAL = {"succeeded": "deleted", "failed": "failed", "cancelled": "failed
 ARM_TERMINAL = {"succeeded": "deleted", "failed": "failed", "canceled": "failed", "cancelled": "failed"}
 
 
+ItemResult = Literal["planned", "deleted", "absent", "failed"]
+
+
 @dataclass
 class PlannedItem:
     target: Target
     kind: str
     id: str
     url: str
-    result: str = "planned"  # planned | deleted | absent | failed
+    result: ItemResult = "planned"
     verified: bool = False
     status: int | None = None
     error: dict[str, Any] | None = None
@@ -416,7 +419,8 @@ class DeleteRun:
                         f"the delete was accepted but still running after {self.poller.deadline_seconds:g} seconds",
                         status=202,
                     )
-                item.result = "deleted" if result == "unknown" else result  # accepted: the read-back decides
+                # an operation of unknown end was accepted: the read-back decides
+                item.result = "failed" if result == "failed" else "deleted"
             else:
                 item.result = "deleted"
         except NotFoundError as exc:

@@ -22,7 +22,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 import shared.telemetry as telemetry
@@ -43,7 +43,7 @@ log = logging.getLogger("dsr.export")
 class Step:
     target: Target
     kind: str
-    op: str  # "list" | "item" | "relist" (a page read again for the listed records of the items ``only``)
+    op: Literal["list", "item", "relist"]  # relist: a page read again for the listed records of the items ``only``
     url: str
     bindings: tuple[tuple[str, str], ...] = ()
     item_id: str | None = None

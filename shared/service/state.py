@@ -30,11 +30,12 @@ from typing import Any
 
 from shared.domain.contract import parse_rfc3339
 from shared.domain.errors import DsrError, RetryableError
+from shared.domain.outcome import STATUSES
 from shared.ports import StateBackend, StateConflict
 
 log = logging.getLogger("dsr.state")
 
-FINAL = ("completed", "partially_completed", "failed", "rejected", "cancelled")
+FINAL = STATUSES  # a document in one of these is finished: never claimed again
 DUE_DAYS = 30  # GDPR art. 12(3): one month from receipt
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
 
