@@ -7,8 +7,9 @@ more than ``frontier`` steps wait, the newest run first (depth first), so that t
 checkpoint that holds them, stay bounded whatever the size of the workspace.
 
 Each service limit is a lane (ARM per subscription, each data-plane family per region, as the rate governor
-keys its limiters) with at most ``concurrency`` steps in flight: a lane that is paced or throttled holds
-only its own slots, so it never starves the calls to another service.
+keys its limiters) with at most ``concurrency`` steps in flight, and all lanes together at most
+``2 * concurrency - 1``: a lane that is paced or throttled holds at most about half the slots, so it never
+starves the calls to another service, and ``concurrency`` 1 is a plain sequential loop.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ class ExportTraversal:
         running: dict[Future[list[Step]], tuple[str, str]] = {}
         in_flight: Counter[tuple[str, str]] = Counter()
         last_checkpoint = self._clock()
-        with ThreadPoolExecutor(max_workers=self.concurrency * self._lane_count(), thread_name_prefix="dsr-export") as pool:
+        with ThreadPoolExecutor(max_workers=self._total_slots, thread_name_prefix="dsr-export") as pool:
             while pending or running:
                 stop = self._should_stop()
                 due = self._on_checkpoint is not None and self._clock() - last_checkpoint >= self._checkpoint_seconds
@@ -179,14 +180,15 @@ class ExportTraversal:
         family = self.catalog.kinds[step.kind].family
         return family, step.target.subscriptionId if family == "arm" else step.target.location
 
-    def _lane_count(self) -> int:
-        families = {self.catalog.kinds[k].family for k in self.needed} | {"arm"}
-        places = {t.subscriptionId for t in self.request.targets} | {t.location for t in self.request.targets}
-        return max(1, len(families) * len(places))
+    @property
+    def _total_slots(self) -> int:
+        return 2 * self.concurrency - 1
 
     def _next_step(self, pending: deque[Step], in_flight: Counter[tuple[str, str]]) -> Step | None:
         """The next step whose lane has a free slot: the oldest (breadth first) while few wait, the newest
         (depth first) once more than ``frontier`` do."""
+        if sum(in_flight.values()) >= self._total_slots:
+            return None
         order = range(len(pending) - 1, -1, -1) if len(pending) > self.frontier else range(len(pending))
         for i in order:
             if in_flight[self._lane(pending[i])] < self.concurrency:
