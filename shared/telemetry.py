@@ -153,13 +153,6 @@ def record_deadline(operation: str, started_at: str, due_by: str | None = None, 
         current.span.set_attribute("dsr.deadline_seconds", round(left))
 
 
-def set_outcome(outcome: str) -> None:
-    """The invocation's outcome: a final status, or ``continued``, ``duplicate``, ``redelivered`` ..."""
-    current = _invocation.get()
-    if current is not None:
-        current.outcome = outcome
-
-
 def record_items(event: Mapping[str, Any]) -> None:
     """``dsr.items`` from a final outcome event's counts (export: per kind; delete: per kind and result)."""
     data = event.get("data") or {}

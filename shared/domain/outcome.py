@@ -95,14 +95,6 @@ def rejected_event(error: RequestRejected, body: bytes | str, *, started_at: str
     )
 
 
-def status_of(errors: int, succeeded_targets: int, total_targets: int) -> str:
-    if not errors:
-        return "completed"
-    if succeeded_targets == 0 and total_targets > 0:
-        return "failed"
-    return "partially_completed"
-
-
 def event_size(event: dict[str, Any]) -> int:
     return len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 

@@ -14,6 +14,7 @@ from typing import Any
 from shared.domain.contract import REQUEST_ID, Target
 from shared.ports import BundleStore
 from shared.service.state import FINAL, StateStore, is_tombstone
+from shared.service.workspaces import workspace_entry
 
 _REQUEST_ID = re.compile(REQUEST_ID)
 
@@ -97,18 +98,17 @@ def _final_workspaces(doc: dict[str, Any], outcome: dict[str, Any]) -> list[dict
     status = data.get("status")
     raw_counts = data.get("counts")
     counts: dict[str, Any] = raw_counts if isinstance(raw_counts, dict) else {}
-    errors = [e for e in data.get("errors") or [] if isinstance(e, dict)]
+    operation = str(data.get("operation") or doc.get("operation") or "")
     out = []
     for rid in dict.fromkeys([*_resource_ids(doc.get("request")), *counts]):
-        if status in ("cancelled", "rejected"):
-            ws_status = status
-        elif rid not in counts or any(e.get("target") == rid and e.get("kind") == "workspace" for e in errors):
-            ws_status = "failed"
-        elif any(e.get("target") == rid for e in errors):
-            ws_status = "partially_completed"
-        else:
-            ws_status = "completed"
-        out.append({"workspace": rid, "status": ws_status, "counts": counts.get(rid, {})})
+        entry = workspace_entry(operation, rid, {**data, "counts": counts})  # the outcome's own rule
+        out.append(
+            {
+                "workspace": rid,
+                "status": status if status in ("cancelled", "rejected") else entry["status"],
+                "counts": entry["counts"],
+            }
+        )
     return out
 
 
