@@ -205,10 +205,9 @@ class AzureMLHttp:
             raise RetryableError(f"connection failed ({_cause(exc)})", code="connection_failed") from None
         status = response.status
         body = self._parse_body(status, content)
-        log.debug(
-            "call",
-            extra={"method": method, "url": redact_url(url), "status": status, "ms": round((time.monotonic() - started) * 1000)},
-        )
+        if log.isEnabledFor(logging.DEBUG):  # redact_url is not free: only when the line is written
+            ms = round((time.monotonic() - started) * 1000)
+            log.debug("call", extra={"method": method, "url": redact_url(url), "status": status, "ms": ms})
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if status == 200 and _error_code(body) == "RequestThrottled":
             status = 429

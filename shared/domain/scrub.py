@@ -23,6 +23,7 @@ The scrub walks at most ``MAX_RESPONSE_DEPTH`` levels: deeper documents are refu
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -159,6 +160,7 @@ def name_words(name: str) -> list[str]:
     return words
 
 
+@functools.lru_cache(maxsize=4096)  # the same few hundred field names recur in every record of a kind
 def is_secret_name(name: str) -> bool:
     """Whether a field of this name holds a credential (see the module's docstring for the rules)."""
     words = name_words(name)
