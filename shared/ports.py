@@ -35,6 +35,10 @@ class BlockBlob(Protocol):
 
     def commit(self, block_ids: list[str]) -> None: ...
 
+    def upload(self, data: bytes) -> None:
+        """The whole blob in one call (what fits in one block and was never staged: one call, not two)."""
+        ...
+
     def digest(self) -> tuple[str, int]:
         """sha256 hex and size of the committed blob, read back in chunks."""
         ...

@@ -88,6 +88,9 @@ class BlobBlockBlob:
     def commit(self, block_ids: list[str]) -> None:
         self._blob.commit_block_list([BlobBlock(block_id) for block_id in block_ids], content_settings=self._content)
 
+    def upload(self, data: bytes) -> None:
+        self._blob.upload_blob(data, length=len(data), overwrite=True, content_settings=self._content)
+
     def digest(self) -> tuple[str, int]:
         sha = hashlib.sha256()
         size = 0

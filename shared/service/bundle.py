@@ -118,9 +118,13 @@ class JsonlWriter:
     def close(self) -> FileEntry:
         with self._lock:
             if self._closed is None:
-                if self._buffer:
-                    self._stage()
-                self._blob.commit(self._blocks)
+                if not self._blocks:  # all of it fits in one block (empty files too): one call, not two
+                    self._blob.upload(bytes(self._buffer))
+                    self._buffer = bytearray()
+                else:
+                    if self._buffer:
+                        self._stage()
+                    self._blob.commit(self._blocks)
                 digest = self._sha.hexdigest()
                 if self._resumed:
                     digest, size = self._blob.digest()

@@ -188,10 +188,13 @@ class StagedWriter:
         self._blocks.append(block_id)
 
     def commit(self) -> int:
-        if self._buffer or not self._blocks:
-            self._stage(bytes(self._buffer))
-            self._buffer = bytearray()
-        self._blob.commit(self._blocks)
+        if not self._blocks:  # it fits in one block: one call, not two
+            self._blob.upload(bytes(self._buffer))
+        else:
+            if self._buffer:
+                self._stage(bytes(self._buffer))
+            self._blob.commit(self._blocks)
+        self._buffer = bytearray()
         return self._position
 
 

@@ -21,6 +21,10 @@ class MemoryBlob:
         self.store.blobs[self.name] = b"".join(self.staged[b] for b in block_ids)
         self.store.content_types[self.name] = self.content_type
 
+    def upload(self, data: bytes) -> None:
+        self.store.blobs[self.name] = bytes(data)
+        self.store.content_types[self.name] = self.content_type
+
     def digest(self) -> tuple[str, int]:
         data = self.store.blobs[self.name]
         return hashlib.sha256(data).hexdigest(), len(data)
