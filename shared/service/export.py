@@ -2,9 +2,12 @@
 
 The traversal is a queue of small steps (a list page, an item GET) run on a bounded thread pool. A
 step returns the steps it makes possible, so dependent calls start as soon as their parent page is
-in (not level by level), and the next page of a list is fetched beside the children of this one. Once
-more than ``frontier`` steps wait, the newest run first (depth first), so that the steps waiting, and the
-checkpoint that holds them, stay bounded whatever the size of the workspace.
+in (not level by level). The steps wait in depth-first pre-order: a step's children come before the
+steps after it, and a list's next page after the children of its page. While at most ``frontier``
+steps wait, next pages start first (a list's pages are the critical path) and then the first in that
+order; once more wait, strictly the first in order, so the traversal finishes what it opened before it
+opens more, and the steps waiting (and the checkpoint that holds them) stay bounded by the concurrency,
+the catalog's depth and the page size, whatever the size of the workspace.
 
 Each service limit is a lane (ARM per subscription, each data-plane family per region, as the rate governor
 keys its limiters) with at most ``concurrency`` steps in flight, and all lanes together at most
@@ -14,12 +17,13 @@ starves the calls to another service, and ``concurrency`` 1 is a plain sequentia
 
 from __future__ import annotations
 
+import bisect
 import contextvars
 import json
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -54,6 +58,7 @@ class Step:
     inherited: bool = False  # subject scope: the parent belongs to the subject
     listed_from: str | None = None  # the page ``listed`` came from: a checkpoint holds it instead of the record
     only: tuple[str, ...] = ()  # relist: the ids of the page's items still to GET
+    order: tuple[int, ...] = ()  # the step's place in depth-first pre-order (its parent's, then its index)
 
 
 @dataclass
@@ -133,15 +138,15 @@ class ExportTraversal:
 
     # -- the whole run --------------------------------------------------------------------------
     def run(self) -> ExportResult:
-        pending: deque[Step] = deque()
+        pending: list[Step] = []
         resume = self._resume_checkpoint()
         if resume is not None:
-            pending.extend(self._restore(resume))
+            self._enqueue(pending, (), self._restore(resume))
         else:
             for target in self.request.targets:
                 self._results[target.resource_id] = TargetResult(target)
-                pending.append(self._workspace_step(target))
-        running: dict[Future[list[Step]], tuple[str, str]] = {}
+            self._enqueue(pending, (), [self._workspace_step(t) for t in self.request.targets])
+        running: dict[Future[list[Step]], Step] = {}
         in_flight: Counter[tuple[str, str]] = Counter()
         last_checkpoint = self._clock()
         with ThreadPoolExecutor(max_workers=self._total_slots, thread_name_prefix="dsr-export") as pool:
@@ -151,7 +156,7 @@ class ExportTraversal:
                 if stop or due:
                     # quiesce: let the steps under way finish, so the snapshot is consistent
                     for future in wait(running).done:
-                        pending.extend(future.result())
+                        self._enqueue(pending, running[future].order, future.result())
                     running, in_flight = {}, Counter()
                     snapshot = self._snapshot(pending).model_dump(mode="json", exclude_defaults=True)
                     if self._on_checkpoint is not None:
@@ -164,13 +169,13 @@ class ExportTraversal:
                             list(self._results.values()), [], self.errors, self.calls, suspended=True, checkpoint=snapshot
                         )
                 while (step := self._next_step(pending, in_flight)) is not None:
-                    lane = self._lane(step)
-                    in_flight[lane] += 1
-                    running[pool.submit(contextvars.copy_context().run, self._run_step, step)] = lane
+                    in_flight[self._lane(step)] += 1
+                    running[pool.submit(contextvars.copy_context().run, self._run_step, step)] = step
                 done, _ = wait(running, return_when=FIRST_COMPLETED, timeout=self._checkpoint_seconds)
                 for future in done:
-                    in_flight[running.pop(future)] -= 1
-                    pending.extend(future.result())
+                    step = running.pop(future)
+                    in_flight[self._lane(step)] -= 1
+                    self._enqueue(pending, step.order, future.result())
         self._resolve_deferred()
         files = self._close_files()
         return ExportResult(list(self._results.values()), files, self.errors, self.calls)
@@ -184,17 +189,25 @@ class ExportTraversal:
     def _total_slots(self) -> int:
         return 2 * self.concurrency - 1
 
-    def _next_step(self, pending: deque[Step], in_flight: Counter[tuple[str, str]]) -> Step | None:
-        """The next step whose lane has a free slot: the oldest (breadth first) while few wait, the newest
-        (depth first) once more than ``frontier`` do."""
+    @staticmethod
+    def _enqueue(pending: list[Step], parent: tuple[int, ...], children: list[Step]) -> None:
+        """Children take their parent's place in depth-first pre-order, in the order the parent gave them."""
+        for i, child in enumerate(children):
+            bisect.insort(pending, replace(child, order=(*parent, i)), key=_order)
+
+    def _next_step(self, pending: list[Step], in_flight: Counter[tuple[str, str]]) -> Step | None:
+        """The first waiting step, in depth-first pre-order, whose lane has a free slot; while at most
+        ``frontier`` steps wait, a list's next page before any other."""
         if sum(in_flight.values()) >= self._total_slots:
             return None
-        order = range(len(pending) - 1, -1, -1) if len(pending) > self.frontier else range(len(pending))
-        for i in order:
-            if in_flight[self._lane(pending[i])] < self.concurrency:
-                step = pending[i]
-                del pending[i]
-                return step
+        passes = (True, False) if len(pending) <= self.frontier else (False,)
+        for pages_only in passes:
+            for i, step in enumerate(pending):
+                if pages_only and not (step.op == "list" and step.page > 1):
+                    continue
+                if in_flight[self._lane(step)] < self.concurrency:
+                    del pending[i]
+                    return step
         return None
 
     # -- checkpoints ------------------------------------------------------------------------------
@@ -208,7 +221,7 @@ class ExportTraversal:
             log.warning("checkpoint of another version ignored: the export starts again")
             return None
 
-    def _snapshot(self, pending: deque[Step]) -> ExportCheckpoint:
+    def _snapshot(self, pending: list[Step]) -> ExportCheckpoint:
         index = {t.resource_id: i for i, t in enumerate(self.request.targets)}
         return ExportCheckpoint(
             version=3,
@@ -231,7 +244,7 @@ class ExportTraversal:
             deferred=self._deferred,
         )
 
-    def _pending_state(self, pending: deque[Step]) -> list[PendingStep]:
+    def _pending_state(self, pending: list[Step]) -> list[PendingStep]:
         """The steps waiting, each as small as it can be said: the items one page still has to GET become one
         ``relist`` of that page (their listed records are read again on resume, not stored)."""
         index = {t.resource_id: i for i, t in enumerate(self.request.targets)}
@@ -480,9 +493,8 @@ class ExportTraversal:
             )
         next_url = self._next_page(kind, step, body)
         if next_url:
-            # first: run first while few steps wait, last when they run newest first (depth first)
-            steps.insert(
-                0,
+            # after the children of this page in depth-first order (``_next_step`` starts it early while few wait)
+            steps.append(
                 Step(
                     step.target,
                     step.kind,
@@ -707,6 +719,10 @@ class ExportTraversal:
         log.warning("step failed", extra={"kind": kind, "code": code})
         with self._lock:
             self.errors.append(ErrorRecord(code, message, kind, target.resource_id))
+
+
+def _order(step: Step) -> tuple[int, ...]:
+    return step.order
 
 
 def _short(url: str, first: str | None, tokens: tuple[str, ...]) -> str | None:
