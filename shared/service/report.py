@@ -4,7 +4,9 @@ The page is rendered by Jinja2 with autoescaping on (every value from a record i
 file (``shared/templates/export.html.j2``); it holds no script and no external asset (inline CSS only, and a
 Content-Security-Policy that forbids both). Records are streamed from the ``.jsonl`` files and the page is
 streamed into staged blocks; the zip is written the same way (``zipfile`` over a write-only stream that stages
-blocks, zip64 where a file needs it), so neither the bundle nor the zip is ever held in memory.
+blocks, zip64 where a file needs it), so neither the bundle nor the zip is ever held in memory. What the page
+read whole (and the page itself), up to ``READ_ONCE_BYTES`` in all, is kept for the zip instead of being
+downloaded a second time.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -29,6 +31,7 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 BLOCK_BYTES = 4 * 1024 * 1024
 RECORDS_PER_FILE_ON_PAGE = 2000  # the rest are counted on the page and are all in the file
 LONGEST_VALUE = 300
+READ_ONCE_BYTES = 16 * 1024 * 1024  # what the page read whole, kept for the zip (a bound, whatever the export)
 NAME_FIELDS = ("displayName", "name", "experimentName", "runId", "title")
 DATE_FIELDS = (
     "createdAt",
@@ -139,10 +142,49 @@ def iter_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield rest
 
 
+class _Chunks(Protocol):
+    def chunks(self, name: str) -> Iterator[bytes]: ...
+
+
+class _ReadOnce:
+    """The bundle as the page and then the zip read it: a file the page read to its end is kept (up to
+    ``budget`` bytes in all) and handed to the zip from memory, once, instead of a second download."""
+
+    def __init__(self, store: BundleStore, budget: int) -> None:
+        self._store = store
+        self._left = budget
+        self._kept: dict[str, list[bytes]] = {}
+
+    def keep(self, name: str, chunks: list[bytes]) -> None:
+        size = sum(len(c) for c in chunks)
+        if size <= self._left:
+            self._kept[name] = chunks
+            self._left -= size
+
+    def chunks(self, name: str) -> Iterator[bytes]:
+        kept = self._kept.pop(name, None)
+        if kept is not None:
+            self._left += sum(len(c) for c in kept)
+            yield from kept
+            return
+        seen: list[bytes] | None = []
+        size = 0
+        for chunk in self._store.chunks(name):
+            if seen is not None:
+                size += len(chunk)
+                if size <= self._left:
+                    seen.append(chunk)
+                else:
+                    seen = None  # too big to keep: the zip reads it again
+            yield chunk
+        if seen is not None:  # read to its end (the page stops early in a long file)
+            self.keep(name, seen)
+
+
 class _Records:
     """The records of one file, read lazily while the page is rendered (at most ``limit`` of them)."""
 
-    def __init__(self, store: BundleStore, name: str, limit: int) -> None:
+    def __init__(self, store: _Chunks, name: str, limit: int) -> None:
         self.store, self.name, self.limit = store, name, limit
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -198,9 +240,7 @@ class StagedWriter:
         return self._position
 
 
-def render_page(
-    manifest: dict[str, Any], store: BundleStore, *, records_per_file: int = RECORDS_PER_FILE_ON_PAGE
-) -> Iterator[str]:
+def render_page(manifest: dict[str, Any], store: _Chunks, *, records_per_file: int = RECORDS_PER_FILE_ON_PAGE) -> Iterator[str]:
     """The page as it renders, piece by piece."""
     request_id = manifest["requestId"]
     prefix = f"{request_id}/"
@@ -245,17 +285,26 @@ def write_readable_export(store: BundleStore, manifest: dict[str, Any], settings
     page, archive_name = report_name(request_id), zip_name(request_id)
     manifest["report"], manifest["zip"] = page, archive_name
     page_writer = StagedWriter(store.block_blob(page, content_type="text/html; charset=utf-8"))
-    for piece in render_page(manifest, store):
-        page_writer.write(piece.encode("utf-8"))
+    reader = _ReadOnce(store, READ_ONCE_BYTES)
+    written: list[bytes] | None = []
+    for piece in render_page(manifest, reader):
+        data = piece.encode("utf-8")
+        page_writer.write(data)
+        if written is not None:
+            written.append(data)
+            if page_writer.tell() > READ_ONCE_BYTES:
+                written = None  # a page this long is read back for the zip
     page_bytes = page_writer.commit()
+    if written is not None:
+        reader.keep(page, written)
     manifest_bytes = json.dumps(manifest, ensure_ascii=False, indent=2).encode("utf-8")  # as put_json writes it
     zip_writer = StagedWriter(store.block_blob(archive_name, content_type="application/zip"))
     with zipfile.ZipFile(zip_writer, "w", allowZip64=True) as archive:  # type: ignore[call-overload]
         _zip_entry(archive, f"{request_id}/manifest.json", len(manifest_bytes), [manifest_bytes])
-        _zip_entry(archive, page, page_bytes, store.chunks(page))
+        _zip_entry(archive, page, page_bytes, reader.chunks(page))
         for entry in manifest.get("files", []):
             size = int(entry["bytes"])  # an empty file (most, over many workspaces) is not read back
-            _zip_entry(archive, entry["name"], size, store.chunks(entry["name"]) if size else [])
+            _zip_entry(archive, entry["name"], size, reader.chunks(entry["name"]) if size else [])
     zip_bytes = zip_writer.commit()
     log.info("readable export written", extra={"pageBytes": page_bytes, "zipBytes": zip_bytes})
     added: dict[str, Any] = {"report": page, "zip": archive_name}

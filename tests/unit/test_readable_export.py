@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from shared.service import report
 from shared.service.report import StagedWriter, _zip_entry, render_page, summarise, write_readable_export
 from shared.settings import Settings
 from tests.support.memory_store import MemoryStore
@@ -166,6 +167,31 @@ def test_the_zip_holds_the_manifest_the_page_and_every_file_each_matching_its_sh
         zipped_manifest = json.loads(archive.read(f"{RID}/manifest.json"))
         assert zipped_manifest["report"] == added["report"] and zipped_manifest["zip"] == added["zip"]
         for entry in zipped_manifest["files"]:
+            assert hashlib.sha256(archive.read(entry["name"])).hexdigest() == entry["sha256"]
+
+
+@pytest.mark.parametrize(("budget", "reads"), [(report.READ_ONCE_BYTES, 1), (10, 2)], ids=["kept", "over-the-bound"])
+def test_the_zip_takes_what_the_page_read_whole_without_reading_it_again(monkeypatch, budget, reads) -> None:
+    # GIVEN a finished bundle whose reads are counted, and the bound on what is kept between the page and the zip
+    store, manifest = hostile_bundle()
+    counted: dict[str, int] = {}
+    read = store.chunks
+
+    def chunks(name: str) -> Any:
+        counted[name] = counted.get(name, 0) + 1
+        return read(name)
+
+    monkeypatch.setattr(store, "chunks", chunks)
+    monkeypatch.setattr(report, "READ_ONCE_BYTES", budget)
+    # WHEN the readable export is written
+    added = write_readable_export(store, manifest, Settings())
+    # THEN each file and the page are read once while they fit the bound, twice (page, then zip) beyond it
+    assert counted[manifest["files"][0]["name"]] == reads
+    assert counted.get(added["report"], 0) == reads - 1
+    # AND the zip holds the same bytes either way
+    with zipfile.ZipFile(io.BytesIO(store.blobs[added["zip"]])) as archive:
+        assert archive.read(f"{RID}/index.html") == store.blobs[added["report"]]
+        for entry in manifest["files"]:
             assert hashlib.sha256(archive.read(entry["name"])).hexdigest() == entry["sha256"]
 
 
