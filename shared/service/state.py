@@ -111,11 +111,12 @@ class StateStore:
 
     def claim(self, request_id: str, request_json: dict[str, Any], *, extra: dict[str, Any] | None = None) -> Claim:
         """Take the request, or say why not. Each claim has its own owner token, so two deliveries of one
-        request in the same process are told apart as well as two processes are."""
+        request in the same process are told apart as well as two processes are. A new request (the usual case:
+        each workspace of a fan-out is one) is created without a read first; a create that meets it reads it."""
         fingerprint = request_fingerprint(request_json)
         owner = f"{self.owner}:{uuid.uuid4().hex[:8]}"
-        for _ in range(20):
-            found = self.backend.read(request_id)
+        for attempt in range(20):
+            found = self.backend.read(request_id) if attempt else None
             now = self.clock()
             if found is None:
                 doc = {
