@@ -269,6 +269,20 @@ def render_page(manifest: dict[str, Any], store: _Chunks, *, records_per_file: i
     )
 
 
+def _batched(pieces: Iterable[str], chars: int = 64 * 1024) -> Iterator[str]:
+    """Jinja yields the page in tens of thousands of small pieces: encode and write them some 64 KB at a time."""
+    batch: list[str] = []
+    size = 0
+    for piece in pieces:
+        batch.append(piece)
+        size += len(piece)
+        if size >= chars:
+            yield "".join(batch)
+            batch, size = [], 0
+    if batch:
+        yield "".join(batch)
+
+
 def _zip_entry(archive: zipfile.ZipFile, name: str, size: int, chunks: Iterable[bytes]) -> None:
     info = zipfile.ZipInfo(name, date_time=datetime.now(UTC).timetuple()[:6])
     info.compress_type = zipfile.ZIP_DEFLATED
@@ -287,7 +301,7 @@ def write_readable_export(store: BundleStore, manifest: dict[str, Any], settings
     page_writer = StagedWriter(store.block_blob(page, content_type="text/html; charset=utf-8"))
     reader = _ReadOnce(store, READ_ONCE_BYTES)
     written: list[bytes] | None = []
-    for piece in render_page(manifest, reader):
+    for piece in _batched(render_page(manifest, reader)):
         data = piece.encode("utf-8")
         page_writer.write(data)
         if written is not None:
