@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.azurite import ROOT, Azurite
+from tools.bench import with_bytecode_cache
 from tools.emulator import DEMO_SUBSCRIPTION, JANE, TENANT_SUBSCRIPTIONS, EmulatorConfig, EmulatorServer
 
 TARGET_RATIO = 0.25
@@ -172,11 +173,13 @@ def discovery_bench(workspaces: int = 50, dozen: int = 12, latency_ms: int = 20,
     """The scenario's measurements (wall times in seconds) and its verdict against the target."""
     load_before = load_average()
     with Azurite() as azurite:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("DSR_")},
-            "DSR_STORAGE": azurite.connection_string,
-            "DSR_LOG_LEVEL": "WARNING",
-        }
+        env = with_bytecode_cache(
+            {
+                **{k: v for k, v in os.environ.items() if not k.startswith("DSR_")},
+                "DSR_STORAGE": azurite.connection_string,
+                "DSR_LOG_LEVEL": "WARNING",
+            }
+        )
         env.pop("ServiceBusConnection__fullyQualifiedNamespace", None)
         sizes = [pair(workspaces, latency_ms, repeat, env, azurite, limited=True)]
         if dozen:
