@@ -1,4 +1,4 @@
-"""The export checkpoint, as typed models: bounded by the work in flight, not by the work done.
+"""The checkpoints, as typed models. An export's is bounded by the work in flight, not by the work done.
 
 It holds the steps not yet run, each as small as it can be said: its target by index into the request's
 targets, its URL only where it cannot be derived from its kind and bindings (a list's later page, whose
@@ -11,6 +11,9 @@ a small frontier, so the steps waiting are bounded by the concurrency and the ca
 size of the workspace. Saved with ``exclude_defaults``: a field left out is its default.
 
 ``encode_pending`` and ``decode_pending`` turn the traversal's steps into ``PendingStep`` and back.
+
+A delete's (``DeleteCheckpoint``, saved under ``delete``) is its whole plan with each item's result so far
+(``plan_checkpoint``, ``restore_plan``): a resumed delete keeps its plan.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain.contract import Target
 from shared.domain.urls import with_query
+from shared.service.delete_plan import DeletePlan, PlannedItem
 from shared.service.traversal import Step, TraversalRules
 
 log = logging.getLogger("dsr.export")
@@ -86,6 +90,35 @@ class ExportCheckpoint(_Model):
     # subject scope only: the ids of the subject's parents, and records whose parent was not known yet
     attributed: dict[str, list[str]] = Field(default_factory=dict)
     deferred: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class DeleteCheckpoint(_Model):
+    """A delete's plan (``planned``: saved before the first DELETE; ``deleted``: after the last)."""
+
+    phase: Literal["planned", "deleted"]
+    items: list[PlannedItem]
+    errors: list[dict[str, Any]]
+    failedTargets: list[str]
+    review: list[dict[str, Any]] = Field(default_factory=list)
+    scanned: int = 0
+
+
+def plan_checkpoint(plan: DeletePlan, phase: Literal["planned", "deleted"]) -> dict[str, Any]:
+    """The checkpoint of a delete (what the request's state holds under ``delete``)."""
+    return DeleteCheckpoint(
+        phase=phase,
+        items=plan.items,
+        errors=plan.errors,
+        failedTargets=sorted(plan.failed_targets),
+        review=plan.review,
+        scanned=plan.scanned,
+    ).model_dump(mode="json")
+
+
+def restore_plan(saved: dict[str, Any]) -> tuple[DeletePlan, str]:
+    """A delete's plan and phase from its checkpoint."""
+    state = DeleteCheckpoint.model_validate(saved)
+    return DeletePlan(state.items, list(state.errors), set(state.failedTargets), list(state.review), state.scanned), state.phase
 
 
 def encode_pending(pending: Iterable[Step], rules: TraversalRules, index: dict[str, int]) -> list[PendingStep]:
@@ -183,4 +216,15 @@ def _long(url: str, first: str | None, tokens: tuple[str, ...]) -> str:
     return first.split("?", 1)[0] + url[1:] if url.startswith("+") and first else url
 
 
-__all__ = ["ErrorState", "ExportCheckpoint", "FileState", "PendingStep", "TargetState", "decode_pending", "encode_pending"]
+__all__ = [
+    "DeleteCheckpoint",
+    "ErrorState",
+    "ExportCheckpoint",
+    "FileState",
+    "PendingStep",
+    "TargetState",
+    "decode_pending",
+    "encode_pending",
+    "plan_checkpoint",
+    "restore_plan",
+]

@@ -1,9 +1,12 @@
-"""Subject scope of an export: which records are the subject's, and by what (``matchedBy``).
+"""Subject scope: which records are the subject's, and by what (``matchedBy``).
 
-A record is the subject's when it names them (``identity``), when its parent is theirs (``parent``), or when it
-mentions them (``mention``). Some kinds (a metric of a run) say who their parent is only by a field, and the
-parent may be listed later: such a record is kept aside (``deferred``), scrubbed, and settled at the end, when
-every parent the subject owns is known (``attributed``). Both are in the checkpoint.
+An export (``SubjectScope``) writes the records that are the subject's: those that name them (``identity``),
+whose parent is theirs (``parent``), or that mention them (``mention``). Some kinds (a metric of a run) say
+who their parent is only by a field, and the parent may be listed later: such a record is kept aside
+(``deferred``), scrubbed, and settled at the end, when every parent the subject owns is known
+(``attributed``). Both are in the checkpoint.
+
+A delete (``delete_verdict``) deletes only what the subject owns; what names them otherwise is for review.
 """
 
 from __future__ import annotations
@@ -82,6 +85,16 @@ class SubjectScope:
         self.deferred = list(deferred)
 
 
+def delete_verdict(matcher: SubjectMatcher, kind_name: str, record: Any) -> Literal["owner", "identity", "mention"] | None:
+    """``owner``: the subject owns the record (it is deleted); ``identity`` or ``mention``: it names them
+    otherwise (listed for review, never deleted); None: it is not theirs."""
+    if matcher.by_owner(kind_name, record):
+        return "owner"
+    if matcher.by_identity(kind_name, record):
+        return "identity"
+    return "mention" if matcher.by_mention(record) else None
+
+
 def tally(matches: dict[str, dict[str, int]], kind_name: str, match: str | None) -> None:
     """Count one record of a kind read in subject scope, and by what it matched (if it did)."""
     counts = matches.setdefault(kind_name, {"scanned": 0, "identity": 0, "parent": 0, "mention": 0})
@@ -90,4 +103,4 @@ def tally(matches: dict[str, dict[str, int]], kind_name: str, match: str | None)
         counts[match] += 1
 
 
-__all__ = ["OWNED", "Match", "SubjectScope", "Verdict", "tally"]
+__all__ = ["OWNED", "Match", "SubjectScope", "Verdict", "delete_verdict", "tally"]

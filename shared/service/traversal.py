@@ -46,6 +46,15 @@ class Problem:
     message: str
 
 
+def bind_values(bind: dict[str, str], record: Any, bindings: dict[str, str]) -> dict[str, str] | None:
+    """The bindings of a list that hangs off ``record`` (``from.bind``: placeholder -> the record's field), added
+    to the record's own; None when the record lacks one of the values (that list cannot be asked for)."""
+    values = {ph: record.get(field) if isinstance(record, dict) else None for ph, field in bind.items()}
+    if any(not isinstance(v, (str, int)) or not str(v) for v in values.values()):
+        return None
+    return {**bindings, **{k: str(v) for k, v in values.items()}}
+
+
 class TraversalRules:
     """The rules for one request: its catalog, endpoints, the kinds it asked for and the kinds it needs."""
 
@@ -170,10 +179,9 @@ class TraversalRules:
             if not matches_where(record, src.where):
                 continue
             if src.bind and child.list:
-                values = {ph: record.get(field) if isinstance(record, dict) else None for ph, field in src.bind.items()}
-                if any(not isinstance(v, (str, int)) or not str(v) for v in values.values()):
+                child_bindings = bind_values(src.bind, record, bindings)
+                if child_bindings is None:
                     continue
-                child_bindings = {**bindings, **{k: str(v) for k, v in values.items()}}
                 try:
                     url = url_for(self.catalog, self.endpoints, child, child.list, target, child_bindings, listing=True)
                 except InvalidIdError as exc:
@@ -197,4 +205,4 @@ class TraversalRules:
         return steps, problems
 
 
-__all__ = ["Problem", "Step", "StepOp", "TraversalRules"]
+__all__ = ["Problem", "Step", "StepOp", "TraversalRules", "bind_values"]
