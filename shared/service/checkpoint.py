@@ -6,9 +6,9 @@ URL carries the token), and, for the items a list page still has to GET, that pa
 (the page is read again on resume for the listed records, never stored). Each output file is a count of
 staged blocks (their ids follow from their index), and the counts so far. The ids already written are not
 in it: a resumed export reads them back from the files' checkpointed blocks (``ExportWriter.restore``),
-so a record reached again after a redelivery is not written twice. The traversal runs depth first beyond
-a small frontier, so the steps waiting are bounded by the concurrency and the catalog's depth, not by the
-size of the workspace. Saved with ``exclude_defaults``: a field left out is its default.
+so a record reached again after a redelivery is not written twice. The steps wait in depth-first pre-order
+(``scheduler.py``), so those waiting are bounded by the concurrency, the catalog's depth and the page size,
+not by the size of the workspace. Saved with ``exclude_defaults``: a field left out is its default.
 
 ``encode_pending`` and ``decode_pending`` turn the traversal's steps into ``PendingStep`` and back.
 

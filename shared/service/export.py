@@ -3,7 +3,7 @@
 The export is a pipeline of parts, each in its own module, composed here:
 
 - ``traversal.py``: the rules: from the catalog, a step (one GET) and what it read, the steps that follow;
-- ``scheduler.py``: runs the steps in lanes (one per service limit) on a bounded pool, depth first past a frontier;
+- ``scheduler.py``: runs the steps in lanes (one per service limit) on a bounded pool, in depth-first pre-order;
 - ``subject_scope.py``: in subject scope, whether a record is the subject's, and by what;
 - ``export_writer.py``: the ``.jsonl`` files, each record written once;
 - ``checkpoint.py``: the typed checkpoint, and the steps waiting encoded into it and decoded from it.
@@ -18,7 +18,6 @@ import json
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -126,6 +125,7 @@ class ExportTraversal:
         lanes = Lanes(
             self._run_step,
             self.rules.lane,
+            first=self.rules.is_next_page,
             concurrency=self.concurrency,
             frontier=self.frontier,
             should_stop=self._should_stop,
@@ -143,7 +143,7 @@ class ExportTraversal:
         return ExportResult(list(self._results.values()), files, self.errors, self.calls)
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def _save(self, pending: deque[Step]) -> dict[str, Any]:
+    def _save(self, pending: list[Step]) -> dict[str, Any]:
         """The checkpoint of a quiesced run, saved (when there is a saver) and returned."""
         snapshot = self._snapshot(pending).model_dump(mode="json", exclude_defaults=True)
         if self._on_checkpoint is not None:
@@ -162,7 +162,7 @@ class ExportTraversal:
             log.warning("checkpoint of another version ignored: the export starts again")
             return None
 
-    def _snapshot(self, pending: deque[Step]) -> ExportCheckpoint:
+    def _snapshot(self, pending: list[Step]) -> ExportCheckpoint:
         index = self._index
         return ExportCheckpoint(
             version=3,
@@ -315,8 +315,8 @@ class ExportTraversal:
             self._error(step, exc.code, exc.message)
             next_page = None
         if next_page:
-            # first: run first while few steps wait, last when they run newest first (depth first)
-            steps.insert(0, next_page)
+            # after the children of this page in depth-first order (the scheduler starts it early while few wait)
+            steps.append(next_page)
         return steps
 
     def _relist(self, step: Step, body: Any) -> list[Step]:

@@ -69,6 +69,11 @@ class TraversalRules:
         family = self.catalog.kinds[step.kind].family
         return family, step.target.subscriptionId if family == "arm" else step.target.location
 
+    @staticmethod
+    def is_next_page(step: Step) -> bool:
+        """A list's later page: a list's pages are the critical path, so they start first while few steps wait."""
+        return step.op == "list" and step.page > 1
+
     def tokens(self, kind: str) -> tuple[str, ...]:
         return tuple(self.catalog.kinds[kind].tokenParams)
 

@@ -1,9 +1,10 @@
-"""The scheduler: lanes capped at ``concurrency``, all lanes at ``2c - 1``, sequential at 1, depth first past the frontier."""
+"""The scheduler: lanes capped at ``concurrency``, all lanes at ``2c - 1``, sequential at 1, depth-first pre-order,
+the steps ``first`` picks ahead while few wait."""
 
 from __future__ import annotations
 
 import threading
-from collections import Counter, deque
+from collections import Counter
 
 from shared.service.scheduler import Lanes
 
@@ -96,33 +97,42 @@ def test_concurrency_one_is_a_sequential_loop_in_order():
 
     # WHEN they run
     Lanes(run, lane_of, concurrency=1).run(["arm:a", "exp:b", "arm:c"])
-    # THEN one ran at a time, oldest first (breadth first: few wait)
+    # THEN one ran at a time, each step's children before the steps after it (depth-first pre-order)
     assert most == 1
-    assert order == ["arm:a", "exp:b", "arm:c", "arm:a+", "exp:b+", "arm:c+"]
+    assert order == ["arm:a", "arm:a+", "exp:b", "exp:b+", "arm:c", "arm:c+"]
 
 
 def children(step: str) -> list[str]:
-    return {"t:root": ["t:a", "t:b", "t:c"], "t:c": ["t:c1"]}.get(step, [])
+    return {"t:root": ["t:a", "t:b", "t:p2"], "t:a": ["t:a1"]}.get(step, [])
 
 
-def run_in_order(frontier: int) -> list[str]:
+def run_in_order(frontier: int, *, first: bool = True) -> list[str]:
     order: list[str] = []
 
     def run(step: str) -> list[str]:
         order.append(step)
         return children(step)
 
-    Lanes(run, lane_of, concurrency=1, frontier=frontier).run(["t:root"])
+    picks = (lambda step: step.endswith("p2")) if first else None
+    Lanes(run, lane_of, concurrency=1, frontier=frontier, first=picks).run(["t:root"])
     return order
 
 
-def test_past_the_frontier_the_newest_step_runs_first():
-    # GIVEN a root that leads to three steps, the last of which leads to one more
-    # WHEN they run with a frontier of 2 (three waiting is past it), and with a frontier of 10
-    deep, wide = run_in_order(2), run_in_order(10)
-    # THEN past the frontier the newest runs first (depth first); within it, the oldest (breadth first)
-    assert deep == ["t:root", "t:c", "t:c1", "t:a", "t:b"]
-    assert wide == ["t:root", "t:a", "t:b", "t:c", "t:c1"]
+def test_the_steps_wait_in_depth_first_pre_order():
+    # GIVEN a root that leads to a, b and p2, where a leads to a1, and no step picked to go first
+    # WHEN they run
+    order = run_in_order(10, first=False)
+    # THEN a step's children run before the steps after it
+    assert order == ["t:root", "t:a", "t:a1", "t:b", "t:p2"]
+
+
+def test_a_picked_step_goes_first_only_while_few_steps_wait():
+    # GIVEN the same steps, with p2 (say, a list's next page) picked to go first
+    # WHEN they run with a frontier of 10, and with a frontier of 2 (three waiting is past it)
+    few, many = run_in_order(10), run_in_order(2)
+    # THEN within the frontier p2 starts at once; past it, steps go in order until few wait again
+    assert few == ["t:root", "t:p2", "t:a", "t:a1", "t:b"]
+    assert many == ["t:root", "t:a", "t:a1", "t:p2", "t:b"]
 
 
 def test_a_stop_returns_the_steps_still_waiting_and_a_due_checkpoint_sees_them():
@@ -149,5 +159,5 @@ def test_a_stop_returns_the_steps_still_waiting_and_a_due_checkpoint_sees_them()
     left = lanes.run(["t:root"])
     # THEN it stopped with the steps not run, none under way, and a checkpoint had seen the root's children
     assert ran == ["t:root", "t:a"]
-    assert left == deque(["t:b", "t:c"])
-    assert ["t:a", "t:b", "t:c"] in seen
+    assert left == ["t:a1", "t:b", "t:p2"]
+    assert ["t:a", "t:b", "t:p2"] in seen
