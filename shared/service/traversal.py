@@ -97,14 +97,7 @@ class TraversalRules:
         values = dict(step.bindings)
         try:
             if step.op == "item" and kind.item:
-                return url_for(
-                    self.catalog,
-                    self.endpoints,
-                    kind,
-                    kind.item,
-                    step.target,
-                    {**values, **({"id": step.item_id} if step.item_id else {})},
-                )
+                return self.item_url(step, {**values, **({"id": step.item_id} if step.item_id else {})})
             if step.op == "list" and step.page == 1 and kind.list:
                 return url_for(self.catalog, self.endpoints, kind, kind.list, step.target, values, listing=True)
         except InvalidIdError:
@@ -120,11 +113,12 @@ class TraversalRules:
                 return str(key)
         return None
 
-    def item_url(self, step: Step, values: dict[str, str]) -> str:
-        """An item's URL; ``InvalidIdError`` for an id that is, or decodes to, a dot segment."""
+    def item_url(self, step: Step, values: dict[str, str], *, query: bool = True) -> str:
+        """An item's URL (``query``: with the kind's fixed query); ``InvalidIdError`` for an id that is, or
+        decodes to, a dot segment."""
         kind = self.catalog.kinds[step.kind]
         assert kind.item
-        return url_for(self.catalog, self.endpoints, kind, kind.item, step.target, values)
+        return url_for(self.catalog, self.endpoints, kind, kind.item, step.target, values, query=query)
 
     def source_url(self, step: Step, record: Any) -> str:
         """Where a listed record is said to come from: its item URL, else the list it came from."""
@@ -132,15 +126,7 @@ class TraversalRules:
         key = record.get(kind.key_field) if isinstance(record, dict) and kind.key_field else None
         if kind.item and isinstance(key, (str, int)) and str(key):
             try:
-                return url_for(
-                    self.catalog,
-                    self.endpoints,
-                    kind,
-                    kind.item,
-                    step.target,
-                    {**dict(step.bindings), "id": str(key)},
-                    query=False,
-                )
+                return self.item_url(step, {**dict(step.bindings), "id": str(key)}, query=False)
             except InvalidIdError:
                 pass  # not called; the record is still exported, its source is the list it came from
         return strip_query(step.url)
