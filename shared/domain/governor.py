@@ -21,8 +21,8 @@ that never falls (an unlimited service's) joins nothing; Azure's data planes sen
   held then (its count, a 429's 0, else the largest count seen), per second since its call was sent.
 * *While paced*, a 429 sets the pace ``cut`` under that proven rate, at most once per round trip. A clean
   answer while calls wait for the pace adds, per round-trip time since the pace last changed (10 at most),
-  ``probe`` x the pace until that first 429, then ``step`` x the pace set last; at twice that the calls go
-  unpaced. The pace is never more than ``cut`` under
+  ``probe`` x the pace until that first 429, then ``step`` x the pace set last; at twice the pace set last
+  the calls go unpaced. The pace is never more than ``cut`` under
   the bucket's refill over the last ``window`` seconds (answers admitted less the largest count, at most half,
   per second).
 

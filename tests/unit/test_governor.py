@@ -170,7 +170,7 @@ def test_without_counts_the_pace_never_falls_below_what_was_admitted(admitted: i
     # THEN the pace is at least the admitted rate over the window (it cannot collapse)
     in_window = sum(1 for at in answered_at if at >= clock.now - 0.001 - lim.window)
     assert lim.pace is not None
-    assert lim.pace >= in_window / lim.window - 1e-9
+    assert lim.pace >= (1 - lim.cut) * in_window / lim.window - 1e-9
 
 
 def test_a_429_while_paced_lowers_the_pace_without_pausing_the_others():
