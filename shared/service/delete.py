@@ -3,6 +3,11 @@
 Per item: 200/202 -> deleted (a 202 is followed to its end), 204/404 -> absent (already gone; also what a
 retry sees after a DELETE whose response was lost), anything else after the HTTP retries -> failed.
 Only a 404 on the read-back counts as verified. Every action is appended to the request's audit blob.
+
+The parts: the plan (``delete_plan.py``: listing by the traversal rules' bindings, subject scope by
+``subject_scope.delete_verdict``), its checkpoint (``checkpoint.DeleteCheckpoint``), and here the run
+(``DeleteRun``: DELETE level by level, follow long-running operations, read back) and the part's outcome
+(``run_delete``).
 """
 
 from __future__ import annotations
@@ -12,15 +17,13 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import shared.telemetry as telemetry
-from shared.domain.catalog import Catalog, Kind, matches_where
+from shared.domain.catalog import Catalog
 from shared.domain.contract import DsrRequest, Target
 from shared.domain.errors import (
     AzureMLError,
-    InvalidIdError,
     LroTimeoutError,
     NotFoundError,
     PermanentError,
@@ -28,82 +31,17 @@ from shared.domain.errors import (
     parse_retry_after,
 )
 from shared.domain.outcome import cap_outcome, outcome_event, utc_now
-from shared.domain.subject import SubjectMatcher
 from shared.domain.urls import redact_url, with_query
 from shared.ports import ApiResponse, AuditLog, AzureML
-from shared.service.listing import Endpoints, list_records, record_id, url_for, workspace_problem
+from shared.service.checkpoint import plan_checkpoint, restore_plan
+from shared.service.delete_plan import DeletePlan, DeletePlanner, PlannedItem
+from shared.service.listing import Endpoints, url_for
 
 log = logging.getLogger("dsr.delete")
 
 PLAN_LIMIT_IN_EVENT = 2000
 MMS_TERMINAL = {"succeeded": "deleted", "failed": "failed", "cancelled": "failed", "canceled": "failed", "timedout": "failed"}
 ARM_TERMINAL = {"succeeded": "deleted", "failed": "failed", "canceled": "failed", "cancelled": "failed"}
-
-
-ItemResult = Literal["planned", "deleted", "absent", "failed"]
-
-
-@dataclass
-class PlannedItem:
-    target: Target
-    kind: str
-    id: str
-    url: str
-    result: ItemResult = "planned"
-    verified: bool = False
-    status: int | None = None
-    error: dict[str, Any] | None = None
-    requires: list[str] = field(default_factory=list)  # a container: the ids of its versions, all to be gone first
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "requires": self.requires,
-            "target": self.target.model_dump(),
-            "kind": self.kind,
-            "id": self.id,
-            "url": self.url,
-            "result": self.result,
-            "verified": self.verified,
-            "status": self.status,
-            "error": self.error,
-        }
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> PlannedItem:
-        return cls(
-            Target.model_validate(raw["target"]),
-            raw["kind"],
-            raw["id"],
-            raw["url"],
-            raw["result"],
-            raw["verified"],
-            raw["status"],
-            raw["error"],
-            list(raw.get("requires") or []),
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "id": self.id, "target": self.target.resource_id, "result": self.result}
-        if self.result != "planned":
-            out["verified"] = self.verified
-        return out
-
-
-@dataclass
-class DeletePlan:
-    items: list[PlannedItem] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    failed_targets: set[str] = field(default_factory=set)
-    review: list[dict[str, Any]] = field(default_factory=list)  # subject scope: mentioned, never deleted
-    scanned: int = 0
-
-
-@dataclass
-class _Listing:
-    """What a delete plan listed of one kind: (record, bindings) and the bindings whose list failed."""
-
-    records: list[tuple[Any, tuple[tuple[str, str], ...]]] = field(default_factory=list)
-    failed: set[tuple[tuple[str, str], ...]] = field(default_factory=set)
 
 
 class Poller:
@@ -210,145 +148,7 @@ class DeleteRun:
 
     # -- plan -----------------------------------------------------------------------------------
     def plan(self) -> DeletePlan:
-        plan = DeletePlan()
-        matcher = (
-            SubjectMatcher(self.request.subject, self.catalog)
-            if self.request.scope == "subject" and self.request.subject
-            else None
-        )
-        for target in telemetry.each_workspace(self.request.targets):
-            ws_kind = self.catalog.kinds["workspace"]
-            assert ws_kind.item
-            try:
-                body = self.aml.get(url_for(self.catalog, self.endpoints, ws_kind, ws_kind.item, target, {})).body
-                problem = workspace_problem(target, body)
-            except NotFoundError:
-                problem = ("workspace_not_found", "the workspace does not exist (or the identity cannot see it)")
-            except AzureMLError as exc:
-                problem = (exc.code, f"the workspace could not be read: {exc.message}")  # our words, see errors.py
-            if problem:
-                plan.failed_targets.add(target.resource_id)
-                plan.errors.append({"code": problem[0], "message": problem[1], "kind": "workspace", "target": target.resource_id})
-                continue
-            listed: dict[str, _Listing] = {}
-            for kind_name in self.request.kinds:
-                kind = self.catalog.kinds[kind_name]
-                assert kind.list and kind.item
-                listing = self._listing(target, kind_name, listed, plan)
-                planned: dict[tuple[tuple[str, str], ...], list[str]] = {}
-                for record, bindings in listing.records:
-                    rid = record_id(kind, record)
-                    plan.scanned += 1
-                    if matcher is not None and not matcher.by_owner(kind_name, record):
-                        named = "identity" if matcher.by_identity(kind_name, record) else None
-                        if named or matcher.by_mention(record):
-                            plan.review.append(
-                                {"kind": kind_name, "id": rid, "target": target.resource_id, "matchedBy": named or "mention"}
-                            )
-                        continue
-                    try:
-                        url = self._item_url(kind, target, bindings, record, rid)
-                    except InvalidIdError as exc:  # '.' or '..': never sent, reported
-                        plan.errors.append(
-                            {"code": exc.code, "message": exc.message, "kind": kind_name, "target": target.resource_id}
-                        )
-                        continue
-                    plan.items.append(PlannedItem(target, kind_name, rid, url))
-                    planned.setdefault(bindings, []).append(rid)
-                if kind.deletesEmptiedContainer:
-                    self._plan_containers(target, kind_name, listing, planned, listed, plan, subject_scope=matcher is not None)
-        return plan
-
-    def _item_url(self, kind: Kind, target: Target, bindings: tuple[tuple[str, str], ...], record: Any, rid: str) -> str:
-        assert kind.item
-        key = record.get(kind.key_field) if isinstance(record, dict) and kind.key_field else None
-        value = str(key) if isinstance(key, (str, int)) and not isinstance(key, bool) and str(key) else rid
-        return url_for(self.catalog, self.endpoints, kind, kind.item, target, {**dict(bindings), "id": value})
-
-    def _listing(self, target: Target, kind_name: str, listed: dict[str, _Listing], plan: DeletePlan) -> _Listing:
-        """Every record of a kind with the bindings it was listed under (versions per container, deployments
-        per endpoint), each id once; parents listed once per target and shared."""
-        if kind_name in listed:
-            return listed[kind_name]
-        kind = self.catalog.kinds[kind_name]
-        assert kind.list
-        out = _Listing()
-        listed[kind_name] = out
-        lists: list[tuple[tuple[tuple[str, str], ...], str]] = []
-        if kind.source is not None and kind.source.bind:
-            for parent, parent_bindings in self._listing(target, kind.source.kind, listed, plan).records:
-                if not matches_where(parent, kind.source.where):
-                    continue
-                values = {ph: parent.get(f) if isinstance(parent, dict) else None for ph, f in kind.source.bind.items()}
-                if any(not isinstance(v, (str, int)) or not str(v) for v in values.values()):
-                    continue
-                bindings = tuple(sorted({**dict(parent_bindings), **{k: str(v) for k, v in values.items()}}.items()))
-                try:
-                    url = url_for(self.catalog, self.endpoints, kind, kind.list, target, dict(bindings), listing=True)
-                except InvalidIdError as exc:  # a parent named '.' or '..': never sent, reported
-                    plan.errors.append(
-                        {"code": exc.code, "message": exc.message, "kind": kind_name, "target": target.resource_id}
-                    )
-                    continue
-                lists.append((bindings, url))
-        else:
-            lists.append(((), url_for(self.catalog, self.endpoints, kind, kind.list, target, {}, listing=True)))
-        seen: set[str] = set()
-        for bindings, first in lists:
-            try:
-                for record in list_records(self.aml, kind, first):
-                    if kind.where and not matches_where(record, kind.where):
-                        continue
-                    rid = record_id(kind, record)
-                    if rid in seen or rid.startswith("sha256:"):
-                        continue
-                    seen.add(rid)
-                    out.records.append((record, bindings))
-            except NotFoundError:
-                if not bindings:
-                    out.failed.add(bindings)
-                    plan.errors.append(
-                        {"code": "list_not_found", "message": "the list endpoint answered 404", "kind": kind_name,
-                         "target": target.resource_id}
-                    )  # fmt: skip
-                # a parent gone since it was listed has nothing left under it
-            except AzureMLError as exc:
-                out.failed.add(bindings)
-                message = f"listing failed: {exc.message}"
-                plan.errors.append({"code": exc.code, "message": message, "kind": kind_name, "target": target.resource_id})
-        return out
-
-    def _plan_containers(
-        self,
-        target: Target,
-        kind_name: str,
-        versions: _Listing,
-        planned: dict[tuple[tuple[str, str], ...], list[str]],
-        listed: dict[str, _Listing],
-        plan: DeletePlan,
-        *,
-        subject_scope: bool,
-    ) -> None:
-        """A container goes only when every one of its versions is planned (at subject scope: it has some, and
-        all are the subject's); it is deleted after them, and only if they all went."""
-        kind = self.catalog.kinds[kind_name]
-        assert kind.source is not None
-        container_kind = self.catalog.kinds[kind.source.kind]
-        all_versions: dict[tuple[tuple[str, str], ...], int] = {}
-        for _record, bindings in versions.records:
-            all_versions[bindings] = all_versions.get(bindings, 0) + 1
-        for container, parent_bindings in listed[kind.source.kind].records:
-            values = {ph: container.get(f) if isinstance(container, dict) else None for ph, f in kind.source.bind.items()}
-            bindings = tuple(sorted({**dict(parent_bindings), **{k: str(v) for k, v in values.items()}}.items()))
-            mine = planned.get(bindings, [])
-            if bindings in versions.failed or len(mine) != all_versions.get(bindings, 0) or (subject_scope and not mine):
-                continue
-            cid = record_id(container_kind, container)
-            try:
-                url = self._item_url(container_kind, target, parent_bindings, container, cid)
-            except InvalidIdError:
-                continue  # its versions could not have been listed either (reported there)
-            plan.items.append(PlannedItem(target, kind.source.kind, cid, url, requires=list(mine)))
+        return DeletePlanner(self.request, catalog=self.catalog, endpoints=self.endpoints, aml=self.aml).plan()
 
     # -- execute --------------------------------------------------------------------------------
     def execute(self, plan: DeletePlan) -> None:
@@ -468,7 +268,7 @@ class DeleteRun:
     def delete_workspace(self, target: Target) -> dict[str, Any]:
         spec = self.catalog.workspaceDelete
         url = url_for(self.catalog, self.endpoints, spec, spec.item, target, {})
-        item = PlannedItem(target, "workspace", target.resource_id, url)
+        item = PlannedItem(target=target, kind="workspace", id=target.resource_id, url=url)
         self._send_delete(item, terminal=ARM_TERMINAL, status_field="status", purge=True)
         ws_kind = self.catalog.kinds["workspace"]
         assert ws_kind.item
@@ -476,19 +276,6 @@ class DeleteRun:
         if item.result != "failed":
             self._verify_one(item)
         return {"result": item.result, "verified": item.verified, "purge": True, "error": item.error}
-
-
-def _plan_checkpoint(plan: DeletePlan, phase: str) -> dict[str, Any]:
-    return {
-        "delete": {
-            "phase": phase,
-            "items": [i.to_json() for i in plan.items],
-            "errors": plan.errors,
-            "failedTargets": sorted(plan.failed_targets),
-            "review": plan.review,
-            "scanned": plan.scanned,
-        }
-    }
 
 
 def run_delete(
@@ -520,14 +307,8 @@ def run_delete(
     )
     saved = checkpoint.get("delete") if isinstance(checkpoint, dict) else None
     if saved:
-        plan = DeletePlan(
-            [PlannedItem.from_json(raw) for raw in saved["items"]],
-            list(saved["errors"]),
-            set(saved["failedTargets"]),
-            list(saved.get("review", [])),
-            int(saved.get("scanned", 0)),
-        )
-        log.info("resuming a delete from its saved plan", extra={"planned": len(plan.items), "phase": saved["phase"]})
+        plan, phase = restore_plan(saved)
+        log.info("resuming a delete from its saved plan", extra={"planned": len(plan.items), "phase": phase})
     elif cancelled():
         plan = DeletePlan()  # cancelled before it began: nothing listed, nothing deleted
         skipped = True
@@ -535,7 +316,7 @@ def run_delete(
         plan = run.plan()
         run._audit([run._line(item, "PLAN", None, "planned", dryRun=request.dryRun) for item in plan.items])
         if save and not request.dryRun:
-            save(_plan_checkpoint(plan, "planned"))
+            save({"delete": plan_checkpoint(plan, "planned")})
     errors = list(plan.errors)
     workspace_deletes: dict[str, Any] = {}
     stopped = skipped
@@ -543,7 +324,7 @@ def run_delete(
         run.execute(plan)
         stopped = stopped or cancelled()
         if save and not stopped:
-            save(_plan_checkpoint(plan, "deleted"))
+            save({"delete": plan_checkpoint(plan, "deleted")})
         for item in plan.items:
             item.verified = False
             if item.result != "failed":

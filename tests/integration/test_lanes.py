@@ -47,15 +47,24 @@ class ArmHeldUntilRunHistoryMoves:
         return response
 
 
+def arm_first(catalog: Any) -> Any:
+    """The catalog with its ARM kinds first. The workspace's lists start in the catalog's order and their
+    children before the lists after them (depth-first pre-order), so with ARM first and no lanes, ARM would
+    take every slot before run history's first list started."""
+    kinds = dict(sorted(catalog.kinds.items(), key=lambda item: item[1].family != "arm"))
+    return catalog.model_copy(update={"kinds": kinds})
+
+
 def test_a_held_arm_lane_does_not_starve_run_history(services, emulator, make_request):
-    # GIVEN an export of ARM kinds and run-history kinds, with two calls in flight per lane, where every
-    # ARM call below the workspace is held until run history has answered 20 calls (ARM kinds far outnumber the two slots)
+    # GIVEN an export of ARM kinds and run-history kinds, ARM's lists first in order, with two calls in flight
+    # per lane, where every ARM call below the workspace is held until run history has answered 20 calls (ARM
+    # kinds far outnumber the two slots)
     kinds = ["jobs", "modelContainers", "modelVersions", "schedules", "computes", "experiments", "runs", "metrics"]
     request = parse_request(json.dumps(make_request(resourceKinds=kinds)).encode())
     gate = ArmHeldUntilRunHistoryMoves(services.aml(), needed=20)
     traversal = ExportTraversal(
         request,
-        catalog=services.catalog,
+        catalog=arm_first(services.catalog),
         endpoints=Endpoints(services.settings.endpoints),
         aml=gate,
         store=services.bundles(),

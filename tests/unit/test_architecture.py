@@ -2,6 +2,7 @@
 
     entry points (handlers/, shared/cli/) -> shared.bootstrap -> service -> domain
     adapters -> ports (+ domain, settings, logs); nothing deployed imports tools/ or tests/
+    the export's scheduler imports no app module; its traversal rules only the domain and listing (NARROWER)
 
 A shortcut (an adapter reaching into the service layer, the domain importing I/O, a cycle) fails here.
 """
@@ -44,6 +45,13 @@ SDKS = ("azure", "requests", "urllib3", "msal")  # only adapters talk to the out
 # interface with a no-op default, like ``logging``, so any layer may write spans and metrics through
 # ``shared.telemetry``; the SDK, its exporters and the wire format do I/O and are adapters' business.
 SDK_MODULES = ("opentelemetry.sdk", "opentelemetry.exporter", "opentelemetry.proto", "opentelemetry._logs")
+
+# The export pipeline's parts keep to their part: the scheduler knows nothing of the app (steps are opaque to it),
+# the traversal rules do no I/O (no port, no telemetry), and neither knows the export that composes them.
+NARROWER: dict[str, set[str]] = {
+    "shared.service.scheduler": set(),
+    "shared.service.traversal": {"shared.domain", "shared.service.listing"},
+}
 
 # Modules whose imports inside functions are deliberate: a Functions worker indexes function_app at cold
 # start, so the SDKs (about 0.4 s of imports) load on the first message, not at indexing.
@@ -115,6 +123,9 @@ def violations_of(module: str, imported: list[tuple[str, int, bool]]) -> list[st
         target = layer_of(name)
         if target is not None and target != own and target not in ALLOWED[own]:
             problems.append(f"{module}:{line} imports {name}: {own} may not depend on {target}")
+        narrow = NARROWER.get(module)
+        if narrow is not None and target is not None and not any(name == m or name.startswith(m + ".") for m in narrow):
+            problems.append(f"{module}:{line} imports {name}: {module} may use only {sorted(narrow) or 'no app module'}")
         if nested and module not in LAZY_IMPORTS_ALLOWED and (target is not None or top in SDKS or top == "opentelemetry"):
             problems.append(f"{module}:{line} imports {name} inside a function: move it to the top")
     return problems
@@ -155,6 +166,9 @@ def test_there_is_no_import_cycle() -> None:
         ("handlers.servicebus", "from shared.adapters.servicebus import X", "may not depend on shared.adapters"),
         ("shared.service.processor", "from opentelemetry.sdk.trace import TracerProvider", "only shared/adapters/ may"),
         ("shared.telemetry", "from shared.service.processor import handle", "may not depend on shared.service"),
+        ("shared.service.scheduler", "from shared.domain.catalog import Catalog", "may use only no app module"),
+        ("shared.service.traversal", "from shared.ports import AzureML", "may use only"),
+        ("shared.service.traversal", "import shared.telemetry as telemetry", "may use only"),
     ],
 )
 def test_a_shortcut_is_caught(tmp_path: Path, module: str, source: str, expected: str) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 
 from shared.domain.catalog import load_catalog
 from shared.domain.contract import DsrRequest, Subject
-from shared.service.delete import DeletePlan, DeleteRun
+from shared.service.delete import DeleteRun
+from shared.service.delete_plan import DeletePlan
 from shared.service.listing import Endpoints
 from tests.support.fake_arm import ARM, WS, FakeArm
 
