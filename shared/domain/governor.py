@@ -10,7 +10,7 @@ that never falls (an unlimited service's) joins nothing; Azure's data planes sen
 
 * *Credit.* While the latest clean answer carried a remaining count, at most that count less ``reserve``
   calls go after the call it answered: slow down before the bucket is empty, whoever else draws on it. A
-  count older than ``window / 8`` lets one call go at a time, until an answer brings a new one.
+  spent count older than ``window / 8`` lets one call go at a time, until an answer brings a new one.
 * *Retry-After.* A 429 makes its own call wait its Retry-After (the HTTP seam does that). A stray 429 delays
   no other call.
 * *Shared throttling*: a 429 while unpaced with the bucket shown near empty (its own count, or the latest
@@ -134,12 +134,15 @@ class Limiter:
             now = self._clock()
             self._forget(now)
             count = self._count
-            if self._counted_last and count is not None:
+            if (
+                self._counted_last
+                and count is not None
+                and sum(1 for at in self._sent if at > count[1]) >= count[2] - self.reserve_calls
+            ):
                 if now - count[0] <= self.window / 8:
-                    if sum(1 for at in self._sent if at > count[1]) >= count[2] - self.reserve_calls:
-                        return None
-                elif self._sent and self._sent[-1] > self._answered_at and now - self._sent[-1] <= self.window / 8:
-                    return None  # a count too old to trust: one call at a time until an answer brings a new one
+                    return None
+                if self._sent and self._sent[-1] > self._answered_at and now - self._sent[-1] <= self.window / 8:
+                    return None  # a spent count too old to trust: one call at a time until an answer brings a new one
             slot = max(now, self._paused_until)
             if self._pace is not None:
                 self._waited |= self._next_slot > slot
