@@ -92,7 +92,7 @@ class Limiter:
         cut: float = 0.05,
         step: float = 0.002,
         probe: float = 0.005,
-        poll: float = 0.005,
+        poll: float = 0.02,
         default_pause: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = time.sleep,
