@@ -431,8 +431,8 @@ def render(results: dict[str, Any]) -> str:
         lines.append(
             "One bucket for the subscription, all services alike. The ideal is (admitted calls - burst) / rate; the "
             "span is the service's view, first to last call (the process's own start and exit are the cold start "
-            "below). Where only ARM sends remaining counts, the data-plane limiters find the limit by 429s, and each "
-            "shared throttling costs a whole Retry-After (the emulator answers whole seconds)."
+            "below). Where only ARM sends remaining counts, each data-plane family finds the subscription's bucket by "
+            "its first 429, and the first shared throttling costs a whole Retry-After (the emulator answers whole seconds)."
         )
     if results["sporadic"]:
         spor = results["sporadic"]
