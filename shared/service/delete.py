@@ -33,7 +33,7 @@ from shared.domain.errors import (
 )
 from shared.domain.outcome import cap_outcome, outcome_event, utc_now
 from shared.domain.urls import redact_url, with_query
-from shared.ports import ApiResponse, AuditLog, AzureML
+from shared.ports import ApiResponse, AuditLog, AzureML, audit_blob_name
 from shared.service.checkpoint import plan_checkpoint, restore_plan
 from shared.service.delete_plan import DeletePlan, DeletePlanner, PlannedItem
 from shared.service.listing import Endpoints, url_for
@@ -443,7 +443,7 @@ def _result(
         "errors": errors,
         "startedAt": started_at,
         "completedAt": utc_now(),
-        "audit": {"container": services.settings.audit_container, "blob": f"{request.requestId}.jsonl"},
+        "audit": {"container": services.settings.audit_container, "blob": audit_blob_name(request.requestId)},
     }
     listing = [i.as_dict() for i in plan.items[:PLAN_LIMIT_IN_EVENT]]
     data["plan" if request.dryRun else "items"] = listing
