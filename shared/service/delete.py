@@ -31,7 +31,7 @@ from shared.domain.errors import (
     capped_wait,
     parse_retry_after,
 )
-from shared.domain.outcome import cap_outcome, outcome_event, utc_now
+from shared.domain.outcome import cap_outcome, error_entry, outcome_event, utc_now
 from shared.domain.urls import redact_url, with_query
 from shared.ports import ApiResponse, AuditLog, AzureML, audit_blob_name
 from shared.service.checkpoint import plan_checkpoint, restore_plan
@@ -190,7 +190,7 @@ class DeleteRun:
 
     @staticmethod
     def _error(item: PlannedItem, code: str, message: str) -> dict[str, Any]:
-        return {"code": code, "message": message, "kind": item.kind, "target": item.target.resource_id, "id": item.id}
+        return error_entry(code, message, kind=item.kind, target=item.target.resource_id, id=item.id)
 
     @telemetry.in_workspace(lambda self, item: item.target)
     def _delete_one(self, item: PlannedItem) -> None:
@@ -371,24 +371,24 @@ def _delete_workspace(
     ``workspace_deletes``; the errors it adds are returned (skipped, failed or still present)."""
     if target.resource_id in plan.failed_targets or errors:
         return [
-            {
-                "code": "workspace_delete_skipped",
-                "kind": "workspace",
-                "target": target.resource_id,
-                "message": "the workspace was not deleted because the deletions before it did not all succeed",
-            }
+            error_entry(
+                "workspace_delete_skipped",
+                "the workspace was not deleted because the deletions before it did not all succeed",
+                kind="workspace",
+                target=target.resource_id,
+            )
         ]
     outcome = run.delete_workspace(target)
     workspace_deletes[target.resource_id] = {k: v for k, v in outcome.items() if k != "error"}
     if outcome["error"] or not outcome["verified"]:
         return [
             outcome["error"]
-            or {
-                "code": "workspace_still_present",
-                "kind": "workspace",
-                "target": target.resource_id,
-                "message": "the workspace still answers a GET after its purge delete",
-            }
+            or error_entry(
+                "workspace_still_present",
+                "the workspace still answers a GET after its purge delete",
+                kind="workspace",
+                target=target.resource_id,
+            )
         ]
     return []
 

@@ -26,6 +26,7 @@ import shared.telemetry as telemetry
 from shared.domain.catalog import Catalog, matches_where
 from shared.domain.contract import DsrRequest, Target
 from shared.domain.errors import AzureMLError, BadResponseError, InvalidIdError, NotFoundError, UntrustedUrlError
+from shared.domain.outcome import error_entry
 from shared.domain.scrub import ScrubCounts, scrub_record
 from shared.domain.subject import SubjectMatcher
 from shared.ports import AzureML, BundleStore
@@ -48,7 +49,7 @@ class ErrorRecord:
     target: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "kind": self.kind, "target": self.target}
+        return error_entry(self.code, self.message, kind=self.kind, target=self.target)
 
 
 @dataclass

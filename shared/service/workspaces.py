@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.domain.contract import DsrRequest
-from shared.domain.outcome import outcome_event, utc_now
+from shared.domain.outcome import error_entry, outcome_event, utc_now
 from shared.ports import audit_blob_name
 from shared.service.bundle import bundle_prefix, manifest_name
 from shared.service.delete import PLAN_LIMIT_IN_EVENT, run_delete
@@ -118,7 +118,7 @@ def failed_part(code: str, message: str, workspace: str) -> dict[str, Any]:
         "data": {
             "status": "failed",
             "counts": {},
-            "errors": [{"code": code, "message": message, "kind": "workspace", "target": workspace}],
+            "errors": [error_entry(code, message, kind="workspace", target=workspace)],
         }
     }
 
