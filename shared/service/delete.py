@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import shared.telemetry as telemetry
 from shared.domain.catalog import Catalog
@@ -31,7 +31,7 @@ from shared.domain.errors import (
     capped_wait,
     parse_retry_after,
 )
-from shared.domain.outcome import cap_outcome, error_entry, outcome_event, utc_now
+from shared.domain.outcome import FinalStatus, cap_outcome, error_entry, outcome_event, utc_now
 from shared.domain.urls import redact_url, with_query
 from shared.ports import ApiResponse, AuditLog, AzureML, audit_blob_name
 from shared.service.checkpoint import plan_checkpoint, restore_plan
@@ -41,8 +41,17 @@ from shared.service.listing import Endpoints, url_for
 log = logging.getLogger("dsr.delete")
 
 PLAN_LIMIT_IN_EVENT = 2000
-MMS_TERMINAL = {"succeeded": "deleted", "failed": "failed", "cancelled": "failed", "canceled": "failed", "timedout": "failed"}
-ARM_TERMINAL = {"succeeded": "deleted", "failed": "failed", "canceled": "failed", "cancelled": "failed"}
+# how a long-running delete ended: ``unknown`` when its status cannot be read (the read-back decides), ``timeout``
+# when it is still running at the deadline (``DSR_LRO_DEADLINE_SECONDS``)
+LroEnd = Literal["deleted", "failed", "unknown", "timeout"]
+MMS_TERMINAL: dict[str, LroEnd] = {
+    "succeeded": "deleted",
+    "failed": "failed",
+    "cancelled": "failed",
+    "canceled": "failed",
+    "timedout": "failed",
+}
+ARM_TERMINAL: dict[str, LroEnd] = {"succeeded": "deleted", "failed": "failed", "canceled": "failed", "cancelled": "failed"}
 
 
 class Poller:
@@ -69,9 +78,8 @@ class Poller:
         delay = capped_wait(header, self.max_retry_after, default=min(30.0, 0.5 * 2 ** min(attempt, 6)))
         self.sleep(max(0.0, min(delay, end - self.clock())))
 
-    def follow(self, first: ApiResponse, *, terminal: dict[str, str], status_field: str) -> str:
-        """``deleted``, ``failed``, ``unknown`` (the status cannot be read: the read-back decides) or
-        ``timeout`` (still running at the deadline, ``DSR_LRO_DEADLINE_SECONDS``)."""
+    def follow(self, first: ApiResponse, *, terminal: dict[str, LroEnd], status_field: str) -> LroEnd:
+        """How the operation ended (``LroEnd``): the terminal state it reports, ``unknown`` or ``timeout``."""
         async_url = first.headers.get("azure-asyncoperation") or first.headers.get("operation-location")
         location = first.headers.get("location")
         end = self.clock() + self.deadline_seconds
@@ -206,7 +214,7 @@ class DeleteRun:
         self,
         item: PlannedItem,
         *,
-        terminal: dict[str, str],
+        terminal: dict[str, LroEnd],
         status_field: str,
         query: dict[str, str] | None = None,
         **audit: Any,
@@ -429,6 +437,7 @@ def _result(
     planned = len(plan.items)
     verified = sum(i.verified for i in plan.items)
     ok_targets = len(request.targets) - len(plan.failed_targets)
+    status: FinalStatus
     if stopped:
         status = "cancelled"
     elif not errors:
