@@ -40,3 +40,9 @@ def read_bundle(env: dict[str, str], request_id: str) -> tuple[dict[str, Any], d
         raw = container.download_blob(entry["name"]).readall()
         files[entry["name"]] = [json.loads(line) for line in raw.splitlines() if line]
     return manifest, files
+
+
+def audit_lines(env: dict[str, str], request_id: str) -> list[dict[str, Any]]:
+    """The parsed lines of a request's audit blob (``{requestId}.jsonl`` in ``DSR_AUDIT_CONTAINER``)."""
+    raw = blob_container(env, "DSR_AUDIT_CONTAINER").download_blob(f"{request_id}.jsonl").readall()
+    return [json.loads(line) for line in raw.splitlines()]
