@@ -7,6 +7,8 @@ from typing import Any
 
 from azure.storage.blob import BlobServiceClient
 
+from shared.bootstrap import build_services
+from shared.settings import load_settings
 from tools.emulator import DEMO_LOCATION, DEMO_RESOURCE_GROUP, DEMO_SUBSCRIPTION, DEMO_WORKSPACE
 
 DEMO_TARGET = {
@@ -25,6 +27,12 @@ class RecordingPublisher:
 
     def publish(self, event: dict[str, Any]) -> None:
         self.events.append(event)
+
+
+def app_services(publisher: RecordingPublisher) -> Any:
+    """The app's real services, from the settings the environment holds now (after any fixture changed them),
+    publishing to ``publisher``."""
+    return build_services(load_settings(), publishers=[publisher])
 
 
 def blob_container(env: dict[str, str], name_setting: str = "DSR_EXPORT_CONTAINER") -> Any:
