@@ -28,7 +28,6 @@ from shared.ports import StateConflict, audit_blob_name
 from shared.settings import Settings
 
 _JSON = ContentSettings(content_type="application/json")
-_JSONL = ContentSettings(content_type="application/x-ndjson")
 
 
 def blob_service(settings: Settings, credential: Any | None) -> BlobServiceClient:
