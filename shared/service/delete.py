@@ -37,6 +37,7 @@ from shared.ports import ApiResponse, AuditLog, AzureML, audit_blob_name
 from shared.service.checkpoint import plan_checkpoint, restore_plan
 from shared.service.delete_plan import DeletePlan, DeletePlanner, PlannedItem
 from shared.service.listing import Endpoints, url_for
+from shared.settings import Settings
 
 log = logging.getLogger("dsr.delete")
 
@@ -304,6 +305,11 @@ class DeleteRun:
         return {"result": item.result, "verified": item.verified, "purge": True, "error": item.error}
 
 
+def audit_location(settings: Settings, request_id: str) -> dict[str, str]:
+    """A delete outcome's ``data.audit``: where its audit lines are (the full list when the outcome was cut)."""
+    return {"container": settings.audit_container, "blob": audit_blob_name(request_id)}
+
+
 def run_delete(
     request: DsrRequest,
     services: Any,
@@ -452,7 +458,7 @@ def _result(
         "errors": errors,
         "startedAt": started_at,
         "completedAt": utc_now(),
-        "audit": {"container": services.settings.audit_container, "blob": audit_blob_name(request.requestId)},
+        "audit": audit_location(services.settings, request.requestId),
     }
     listing = [i.as_dict() for i in plan.items[:PLAN_LIMIT_IN_EVENT]]
     data["plan" if request.dryRun else "items"] = listing

@@ -16,9 +16,8 @@ from typing import Any
 
 from shared.domain.contract import DsrRequest
 from shared.domain.outcome import error_entry, outcome_event, utc_now
-from shared.ports import audit_blob_name
 from shared.service.bundle import bundle_prefix, manifest_name
-from shared.service.delete import PLAN_LIMIT_IN_EVENT, run_delete
+from shared.service.delete import PLAN_LIMIT_IN_EVENT, audit_location, run_delete
 from shared.service.export import ExportResult, ExportTraversal
 from shared.service.listing import Endpoints
 from shared.service.report import READABLE_STATUSES, write_readable_export
@@ -276,7 +275,7 @@ def _finish_delete(
         "errors": errors,
         "startedAt": started_at,
         "completedAt": utc_now(),
-        "audit": {"container": services.settings.audit_container, "blob": audit_blob_name(request.requestId)},
+        "audit": audit_location(services.settings, request.requestId),
         listing_name: listing[:PLAN_LIMIT_IN_EVENT],
     }
     if len(listing) > PLAN_LIMIT_IN_EVENT or any(part.get("itemsTruncated") for _, part in parts):
