@@ -1,7 +1,7 @@
 """The Azure Functions app (Python v2 programming model): registers the blueprints of ``handlers/``.
 
 Nothing else happens at import: the worker indexes this module, so SDK clients and settings are built on
-the first invocation (``shared.service.delivery.PROCESS_RUNTIME``), once per process.
+the first invocation (``shared.bootstrap.PROCESS_RUNTIME``), once per process.
 """
 
 import azure.functions as func

@@ -1,4 +1,9 @@
-"""The composition root: builds the real adapters lazily, once per process (a Functions worker reuses them)."""
+"""The composition root: builds the real adapters lazily, once per process (a Functions worker reuses them).
+
+The adapters are imported inside the functions that build them, on purpose: they pull in the Azure SDKs
+(about 0.4 s of imports), which a Functions worker would otherwise load when it indexes ``function_app`` at
+cold start, and which a command that needs only some of them (the CLI, a test) never loads. Everything
+else (domain, ports, service) is imported at the top."""
 
 from __future__ import annotations
 
@@ -12,11 +17,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from shared.domain.catalog import load_catalog
+from shared.domain.urls import UrlPolicy
 from shared.logs import protect_existing_handlers, quiet_libraries
 from shared.ports import DeadLetterStore, OutcomePublisher, RequestSender
 from shared.service.delivery import AUTO_COMPLETE, Delivery, Settlement, Verdict, process_delivery, request_identity
 from shared.service.failures import describe_failure
 from shared.service.processor import Services
+from shared.service.state import StateStore
 from shared.service.status import cancel_request, request_status
 from shared.service.watchdog import notify_due_soon, sweep
 from shared.settings import Settings, load_settings, require_storage
@@ -67,7 +74,6 @@ def build_services(
     @lazy
     def aml() -> Any:
         from shared.adapters.aml_http import AzureMLHttp
-        from shared.domain.urls import UrlPolicy
 
         return AzureMLHttp(
             credential(),
@@ -103,7 +109,6 @@ def build_services(
     @lazy
     def state() -> Any:
         from shared.adapters.blob import BlobStateBackend
-        from shared.service.state import StateStore
 
         return StateStore(BlobStateBackend(blob_service(), settings.state_container), lease_seconds=settings.lease_seconds)
 

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -127,7 +128,7 @@ class JsonLineFormatter(logging.Formatter):
         return redact(json.dumps(entry, default=str, ensure_ascii=False))
 
 
-JsonLineFormatter.converter = __import__("time").gmtime  # the "Z" in the time field means UTC
+JsonLineFormatter.converter = time.gmtime  # the "Z" in the time field means UTC
 
 
 def configure_logging(level: str = "INFO", stream: Any = None) -> logging.Handler:

@@ -65,9 +65,14 @@ class BundleStore(Protocol):
 
 
 class AuditLog(Protocol):
-    """Append-only lines, one blob per request."""
+    """Append-only lines, one blob per request (named by ``audit_blob_name``)."""
 
     def append(self, request_id: str, lines: list[dict[str, Any]]) -> None: ...
+
+
+def audit_blob_name(request_id: str) -> str:
+    """The request's audit blob in the audit container: where ``AuditLog`` appends, what a delete outcome names."""
+    return f"{request_id}.jsonl"
 
 
 class OutcomePublisher(Protocol):

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.bundles import DEMO_TARGET, RecordingPublisher
+from tests.support.bundles import DEMO_TARGET, RecordingPublisher, app_services
 from tools.azurite import Azurite
 from tools.emulator import EmulatorServer
 
@@ -87,10 +87,7 @@ def publisher() -> RecordingPublisher:
 
 @pytest.fixture
 def services(dsr_env: dict[str, str], publisher: RecordingPublisher) -> Any:
-    from shared.bootstrap import build_services
-    from shared.settings import load_settings
-
-    return build_services(load_settings(), publishers=[publisher])
+    return app_services(publisher)
 
 
 @pytest.fixture

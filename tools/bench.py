@@ -68,6 +68,7 @@ SPORADIC_SCALE = 2.5  # ~300 calls
 SPORADIC_FAULTS = {"429": 0.03, "503": 0.03, "drop": 0.03}  # one call in eleven, Retry-After: 1
 TWO_LIMITERS_SCALE, ARM_RATE = 5.0, 3.0
 MEMORY_SCALES = (3.0, 30.0)
+SCENARIOS = ("latency", "rate", "sporadic", "two-limiters", "memory", "cold")  # --only picks some, in this order
 TARGETS: dict[str, Any] = {
     "speedup": 10.0,
     "sporadic": 5.0,
@@ -395,94 +396,102 @@ def render(results: dict[str, Any]) -> str:
     lines.append("|---|---|---|---|")
     for row in results["summary"]:
         lines.append(f"| {row['measurement']} | {row['figure']} | {row['target']} | {row['verdict']} |")
-    lat = results["latency"]
-    lines.append("")
-    lines.append(f"## Wall time vs concurrency (latency-bound: {LATENCY_MS} ms per call, no limit, {lat['calls']} calls)")
-    lines.append("")
-    lines.append("| concurrency | wall (s) | speedup | export phase (s) | lower bound (s) | connections | |")
-    lines.append("|---:|---:|---:|---:|---:|---:|---|")
-    base = lat["runs"][0]["wall"]
-    widest = max(r["wall"] for r in lat["runs"])
-    for r in lat["runs"]:
-        bar = "#" * max(1, round(40 * r["wall"] / widest))
-        bound = r.get("lower_bound")
+    if results["latency"]:
+        lat = results["latency"]
+        lines.append("")
+        lines.append(f"## Wall time vs concurrency (latency-bound: {LATENCY_MS} ms per call, no limit, {lat['calls']} calls)")
+        lines.append("")
+        lines.append("| concurrency | wall (s) | speedup | export phase (s) | lower bound (s) | connections | |")
+        lines.append("|---:|---:|---:|---:|---:|---:|---|")
+        base = lat["runs"][0]["wall"]
+        widest = max(r["wall"] for r in lat["runs"])
+        for r in lat["runs"]:
+            bar = "#" * max(1, round(40 * r["wall"] / widest))
+            bound = r.get("lower_bound")
+            lines.append(
+                f"| {r['concurrency']}{' (default)' if r['concurrency'] == lat['default'] else ''} | "
+                f"{r['wall']:.2f} | {base / r['wall']:.1f}x | {_fmt(r.get('export_seconds'))} | "
+                f"{_fmt(bound)} | {r.get('connections') if r.get('connections') is not None else '-'} | `{bar}` |"
+            )
+        cp = lat["critical_path"]
+        lines.append("")
+        if cp.get("depth"):
+            lines.append(
+                f"Critical path: {cp['depth']} dependent calls x {LATENCY_MS} ms = "
+                f"{cp['depth'] * LATENCY_MS / 1000:.2f} s. Lower bound at concurrency c: "
+                f"max(critical path, calls x {LATENCY_MS} ms / c), plus the process's fixed cost "
+                f"(start to first call {_fmt(lat.get('first_call'))} s)."
+            )
+        else:
+            lines.append(f"Critical path: not measured ({cp.get('error')}).")
+    if results["rate"]:
+        rate = results["rate"]
+        lines.append("")
+        lines.append(f"## Rate-bound ({RATE:g} calls/s, burst {BURST}, {LATENCY_MS} ms per call, default concurrency)")
+        lines.append("")
         lines.append(
-            f"| {r['concurrency']}{' (default)' if r['concurrency'] == lat['default'] else ''} | "
-            f"{r['wall']:.2f} | {base / r['wall']:.1f}x | {_fmt(r.get('export_seconds'))} | "
-            f"{_fmt(bound)} | {r.get('connections') if r.get('connections') is not None else '-'} | `{bar}` |"
+            "| remaining counts | calls admitted | 429s | service span (s) | ideal (s) | ratio | wall, spawn to exit (s) | "
+            "first call (s) |"
         )
-    cp = lat["critical_path"]
-    lines.append("")
-    if cp.get("depth"):
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rate["runs"]:
+            lines.append(
+                f"| {'every answer' if r['headers'] else 'ARM only'} | {r['admitted']} | {r['throttled']} "
+                f"({100 * r['throttled'] / max(1, r['admitted']):.1f}%) | {_fmt(r.get('span'))} | {r['ideal']:.2f} | "
+                f"{(r.get('span') or 0) / r['ideal']:.2f}x | {r['wall']:.2f} | {_fmt(r.get('first_call'))} |"
+            )
+        lines.append("")
         lines.append(
-            f"Critical path: {cp['depth']} dependent calls x {LATENCY_MS} ms = "
-            f"{cp['depth'] * LATENCY_MS / 1000:.2f} s. Lower bound at concurrency c: "
-            f"max(critical path, calls x {LATENCY_MS} ms / c), plus the process's fixed cost "
-            f"(start to first call {_fmt(lat.get('first_call'))} s)."
+            "One bucket for the subscription, all services alike. The ideal is (admitted calls - burst) / rate; the "
+            "span is the service's view, first to last call (the process's own start and exit are the cold start "
+            "below). Where only ARM sends remaining counts, each data-plane family finds the subscription's bucket by "
+            "its first 429, and the first shared throttling costs a whole Retry-After (the emulator answers whole seconds)."
         )
-    else:
-        lines.append(f"Critical path: not measured ({cp.get('error')}).")
-    rate = results["rate"]
-    lines.append("")
-    lines.append(f"## Rate-bound ({RATE:g} calls/s, burst {BURST}, {LATENCY_MS} ms per call, default concurrency)")
-    lines.append("")
-    lines.append(
-        "| remaining counts | calls admitted | 429s | service span (s) | ideal (s) | ratio | wall, spawn to exit (s) | "
-        "first call (s) |"
-    )
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rate["runs"]:
+    if results["sporadic"]:
+        spor = results["sporadic"]
+        lines.append("")
+        lines.append(f"## Sporadic faults ({SPORADIC_FAULTS}, Retry-After: 1, no rate limit, {LATENCY_MS} ms per call)")
+        lines.append("")
+        lines.append("| concurrency | wall (s) | calls | faults | status |")
+        lines.append("|---:|---:|---:|---:|---|")
+        for r in spor["runs"]:
+            lines.append(f"| {r['concurrency']} | {r['wall']:.2f} | {r['calls']} | {r['faults']} | {r['status']} |")
+    if results["two_limiters"]:
+        two = results["two_limiters"]
+        lines.append("")
+        lines.append(f"## Two limiters (ARM: {ARM_RATE:g} calls/s in its own bucket; run history unlimited)")
+        lines.append("")
+        lines.append("| run | run history span (s) | ARM span (s) | 429s | wall (s) |")
+        lines.append("|---|---:|---:|---:|---:|")
+        for r in two["runs"]:
+            lines.append(
+                f"| {r['label']} | {r['spans'].get('exp', 0):.2f} | {r['spans'].get('arm', 0):.2f} | {r['throttled']} | "
+                f"{r['wall']:.2f} |"
+            )
+    if results["memory"]:
+        mem = results["memory"]
+        lines.append("")
+        lines.append(f"## Memory and state (no latency, no limit, default concurrency; median of {mem['repeats']} runs)")
+        lines.append("")
+        lines.append("| scale | calls | peak RSS (MB) | peak checkpoint (bytes) | wall (s) |")
+        lines.append("|---:|---:|---:|---:|---:|")
+        for r in mem["runs"]:
+            lines.append(
+                f"| {r['scale']:g} | {r['calls']} | {_fmt(r.get('rss_mb'), 1)} | {r.get('state_peak')} | {r['wall']:.2f} |"
+            )
+    if results["cold_start"]:
+        cold = results["cold_start"]
+        lines.append("")
+        lines.append("## Cold start")
+        lines.append("")
         lines.append(
-            f"| {'every answer' if r['headers'] else 'ARM only'} | {r['admitted']} | {r['throttled']} "
-            f"({100 * r['throttled'] / max(1, r['admitted']):.1f}%) | {_fmt(r.get('span'))} | {r['ideal']:.2f} | "
-            f"{(r.get('span') or 0) / r['ideal']:.2f}x | {r['wall']:.2f} | {_fmt(r.get('first_call'))} |"
+            f"- `import {cold['module']}` in a fresh interpreter: {cold['import_s']:.3f} s "
+            f"(interpreter start + import: {cold['process_s']:.3f} s){cold.get('note', '')}"
         )
-    lines.append("")
-    lines.append(
-        "One bucket for the subscription, all services alike. The ideal is (admitted calls - burst) / rate; the "
-        "span is the service's view, first to last call (the process's own start and exit are the cold start "
-        "below). Where only ARM sends remaining counts, the data-plane limiters find the limit by 429s, and each "
-        "shared throttling costs a whole Retry-After (the emulator answers whole seconds)."
-    )
-    spor = results["sporadic"]
-    lines.append("")
-    lines.append(f"## Sporadic faults ({SPORADIC_FAULTS}, Retry-After: 1, no rate limit, {LATENCY_MS} ms per call)")
-    lines.append("")
-    lines.append("| concurrency | wall (s) | calls | faults | status |")
-    lines.append("|---:|---:|---:|---:|---|")
-    for r in spor["runs"]:
-        lines.append(f"| {r['concurrency']} | {r['wall']:.2f} | {r['calls']} | {r['faults']} | {r['status']} |")
-    two = results["two_limiters"]
-    lines.append("")
-    lines.append(f"## Two limiters (ARM: {ARM_RATE:g} calls/s in its own bucket; run history unlimited)")
-    lines.append("")
-    lines.append("| run | run history span (s) | ARM span (s) | 429s | wall (s) |")
-    lines.append("|---|---:|---:|---:|---:|")
-    for r in two["runs"]:
         lines.append(
-            f"| {r['label']} | {r['spans'].get('exp', 0):.2f} | {r['spans'].get('arm', 0):.2f} | {r['throttled']} | "
-            f"{r['wall']:.2f} |"
+            f"- one-kind request (`models`, {LATENCY_MS} ms per call, {cold['one_kind']['calls']} calls): "
+            f"{cold['one_kind']['wall']:.2f} s end to end, first call after {_fmt(cold['one_kind']['first_call'])} s"
         )
-    mem = results["memory"]
-    lines.append("")
-    lines.append(f"## Memory and state (no latency, no limit, default concurrency; median of {mem['repeats']} runs)")
-    lines.append("")
-    lines.append("| scale | calls | peak RSS (MB) | peak checkpoint (bytes) | wall (s) |")
-    lines.append("|---:|---:|---:|---:|---:|")
-    for r in mem["runs"]:
-        lines.append(f"| {r['scale']:g} | {r['calls']} | {_fmt(r.get('rss_mb'), 1)} | {r.get('state_peak')} | {r['wall']:.2f} |")
-    cold = results["cold_start"]
-    lines.append("")
-    lines.append("## Cold start")
-    lines.append("")
-    lines.append(
-        f"- `import {cold['module']}` in a fresh interpreter: {cold['import_s']:.3f} s "
-        f"(interpreter start + import: {cold['process_s']:.3f} s){cold.get('note', '')}"
-    )
-    lines.append(
-        f"- one-kind request (`models`, {LATENCY_MS} ms per call, {cold['one_kind']['calls']} calls): "
-        f"{cold['one_kind']['wall']:.2f} s end to end, first call after {_fmt(cold['one_kind']['first_call'])} s"
-    )
     if results.get("notes"):
         lines.append("")
         lines.append("## Notes")
@@ -502,7 +511,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(ROOT / "bench-results"), help="output directory")
     parser.add_argument("--quick", action="store_true", help="one run per point, smaller memory scale (a smoke run)")
+    parser.add_argument(
+        "--only",
+        default="",
+        metavar="NAME[,NAME]",
+        help=f"run only these scenarios ({', '.join(SCENARIOS)}); written to only-NAME[-NAME].{{md,json}}",
+    )
     args = parser.parse_args(argv)
+    only = [name.strip() for name in args.only.split(",") if name.strip()] or list(SCENARIOS)
+    unknown = sorted(set(only) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    stem = "latest" if not args.only else "only-" + "-".join(only)
     out = Path(args.out)
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -512,6 +532,17 @@ def main(argv: list[str] | None = None) -> int:
     default_concurrency = Settings().concurrency
     notes: list[str] = []
     say = print
+    lat_runs: list[dict[str, Any]] = []
+    rate_runs: list[dict[str, Any]] = []
+    sporadic_runs: list[dict[str, Any]] = []
+    two_runs: list[dict[str, Any]] = []
+    mem_runs: list[dict[str, Any]] = []
+    latency: dict[str, Any] = {}
+    rate: dict[str, Any] = {}
+    sporadic: dict[str, Any] = {}
+    two: dict[str, Any] = {}
+    memory: dict[str, Any] = {}
+    cold: dict[str, Any] = {}
     started = time.monotonic()
     with Azurite() as azurite, EmulatorServer(EmulatorConfig()) as emulator:
         # PYTHONPATH: the subprocesses run this tree's code whatever the venv's editable install points at
@@ -532,160 +563,165 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         # 1. latency-bound -----------------------------------------------------------------------------------
-        emulator.configure(latency_ms=0, rate=None, burst=None, scale=LATENCY_SCALE, faults={})
-        cp = critical_path(emulator, env)
-        emulator.configure(latency_ms=LATENCY_MS)
-        levels = sorted({1, 8, 16, 32, default_concurrency})
-        lat_runs: list[dict[str, Any]] = []
-        for level in levels:
-            n = 1 if level == 1 else repeats
-            runs = [
-                run_dsr(
-                    f"latency-c{level}-{i}",
-                    env,
-                    emulator,
-                    log_dir=logs,
-                    concurrency=None if level == default_concurrency else level,
-                )
-                for i in range(n)
-            ]
-            run = median_run(runs)
-            entry = {"concurrency": level, **asdict(run)}
-            if cp.get("depth"):
-                entry["lower_bound"] = max(cp["depth"], run.admitted / level) * LATENCY_MS / 1000
-            lat_runs.append(entry)
-            say(f"  latency-bound  c={level:<3} {run.wall:6.2f} s  {run.calls} calls  ({run.notes[-1]})")
-        base = lat_runs[0]["wall"]
-        default_run = next(r for r in lat_runs if r["concurrency"] == default_concurrency)
-        speedup = base / default_run["wall"]
-        latency = {
-            "latency_ms": LATENCY_MS,
-            "scale": LATENCY_SCALE,
-            "calls": default_run["admitted"],
-            "default": default_concurrency,
-            "critical_path": cp,
-            "runs": lat_runs,
-            "speedup": speedup,
-            "first_call": statistics.median(r["first_call"] for r in lat_runs if r["first_call"] is not None),
-        }
+        if "latency" in only:
+            emulator.configure(latency_ms=0, rate=None, burst=None, scale=LATENCY_SCALE, faults={})
+            cp = critical_path(emulator, env)
+            emulator.configure(latency_ms=LATENCY_MS)
+            levels = sorted({1, 8, 16, 32, default_concurrency})
+            for level in levels:
+                n = 1 if level == 1 else repeats
+                runs = [
+                    run_dsr(
+                        f"latency-c{level}-{i}",
+                        env,
+                        emulator,
+                        log_dir=logs,
+                        concurrency=None if level == default_concurrency else level,
+                    )
+                    for i in range(n)
+                ]
+                run = median_run(runs)
+                entry = {"concurrency": level, **asdict(run)}
+                if cp.get("depth"):
+                    entry["lower_bound"] = max(cp["depth"], run.admitted / level) * LATENCY_MS / 1000
+                lat_runs.append(entry)
+                say(f"  latency-bound  c={level:<3} {run.wall:6.2f} s  {run.calls} calls  ({run.notes[-1]})")
+            base = lat_runs[0]["wall"]
+            default_run = next(r for r in lat_runs if r["concurrency"] == default_concurrency)
+            speedup = base / default_run["wall"]
+            latency = {
+                "latency_ms": LATENCY_MS,
+                "scale": LATENCY_SCALE,
+                "calls": default_run["admitted"],
+                "default": default_concurrency,
+                "critical_path": cp,
+                "runs": lat_runs,
+                "speedup": speedup,
+                "first_call": statistics.median(r["first_call"] for r in lat_runs if r["first_call"] is not None),
+            }
 
         # 2. rate-bound, with and without the remaining count on the answers -------------------------------
-        rate_runs: list[dict[str, Any]] = []
-        for headers in (True, False):
-            for scale in RATE_SCALES:
-                emulator.configure(latency_ms=LATENCY_MS, scale=scale, rate=RATE, burst=BURST, rate_headers=headers)
-                time.sleep(0.3)  # a full bucket
-                run = run_dsr(f"rate-s{scale:g}-{'counts' if headers else '429s'}", env, emulator, log_dir=logs)
-                ideal = (run.admitted - BURST) / RATE
-                rate_runs.append({"scale": scale, "headers": headers, "ideal": ideal, **asdict(run)})
-                say(
-                    f"  rate-bound     scale={scale:<4g} counts={headers!s:<5} span {run.span or 0:6.2f} s  "
-                    f"ideal {ideal:.2f} s  {run.throttled} x 429 of {run.admitted} calls  wall {run.wall:.2f} s"
-                )
-        emulator.configure(rate=None, burst=None, rate_headers=True)
-        rate = {"rate": RATE, "burst": BURST, "runs": rate_runs}
+        if "rate" in only:
+            for headers in (True, False):
+                for scale in RATE_SCALES:
+                    emulator.configure(latency_ms=LATENCY_MS, scale=scale, rate=RATE, burst=BURST, rate_headers=headers)
+                    time.sleep(0.3)  # a full bucket
+                    run = run_dsr(f"rate-s{scale:g}-{'counts' if headers else '429s'}", env, emulator, log_dir=logs)
+                    ideal = (run.admitted - BURST) / RATE
+                    rate_runs.append({"scale": scale, "headers": headers, "ideal": ideal, **asdict(run)})
+                    say(
+                        f"  rate-bound     scale={scale:<4g} counts={headers!s:<5} span {run.span or 0:6.2f} s  "
+                        f"ideal {ideal:.2f} s  {run.throttled} x 429 of {run.admitted} calls  wall {run.wall:.2f} s"
+                    )
+            emulator.configure(rate=None, burst=None, rate_headers=True)
+            rate = {"rate": RATE, "burst": BURST, "runs": rate_runs}
 
         # 3. sporadic faults, no rate limit: default concurrency against 1, the same retry policy ----------
-        emulator.configure(latency_ms=LATENCY_MS, scale=SPORADIC_SCALE, faults=SPORADIC_FAULTS, retry_after=1)
-        sporadic_runs = []
-        for level in (1, default_concurrency):
-            emulator.reset()  # the same fault draws for both
-            run = run_dsr(
-                f"sporadic-c{level}", env, emulator, log_dir=logs, concurrency=None if level == default_concurrency else level
-            )
-            faults = sum(1 for r in emulator.requests() if r.get("fault"))
-            sporadic_runs.append({"concurrency": level, "faults": faults, **asdict(run)})
-            say(f"  sporadic       c={level:<3} {run.wall:6.2f} s  {run.calls} calls, {faults} faults  status {run.status}")
-        emulator.configure(faults={}, retry_after=0)
-        sporadic = {"runs": sporadic_runs, "speedup": sporadic_runs[0]["wall"] / sporadic_runs[1]["wall"]}
+        if "sporadic" in only:
+            emulator.configure(latency_ms=LATENCY_MS, scale=SPORADIC_SCALE, faults=SPORADIC_FAULTS, retry_after=1)
+            for level in (1, default_concurrency):
+                emulator.reset()  # the same fault draws for both
+                run = run_dsr(
+                    f"sporadic-c{level}", env, emulator, log_dir=logs, concurrency=None if level == default_concurrency else level
+                )
+                faults = sum(1 for r in emulator.requests() if r.get("fault"))
+                sporadic_runs.append({"concurrency": level, "faults": faults, **asdict(run)})
+                say(f"  sporadic       c={level:<3} {run.wall:6.2f} s  {run.calls} calls, {faults} faults  status {run.status}")
+            emulator.configure(faults={}, retry_after=0)
+            sporadic = {"runs": sporadic_runs, "speedup": sporadic_runs[0]["wall"] / sporadic_runs[1]["wall"]}
 
         # 4. two limiters: ARM throttled, run history not -----------------------------------------------------
-        two_runs = []
-        emulator.configure(latency_ms=LATENCY_MS, scale=TWO_LIMITERS_SCALE)
-        for label, knobs in (
-            ("unlimited", {"rate": None, "burst": None, "rate_families": None}),
-            ("arm-limited", {"rate": ARM_RATE, "burst": int(ARM_RATE), "rate_families": ["arm"]}),
-        ):
-            emulator.configure(**knobs)
-            time.sleep(0.3)
-            run = run_dsr(f"two-limiters-{label}", env, emulator, log_dir=logs)
-            two_runs.append({"label": label, **asdict(run)})
-            say(
-                f"  two limiters   {label:<12} run history span {run.spans.get('exp', 0):.2f} s, ARM span "
-                f"{run.spans.get('arm', 0):.2f} s, {run.throttled} x 429  wall {run.wall:.2f} s"
-            )
-        emulator.configure(rate=None, burst=None, rate_families=None)
-        two = {
-            "runs": two_runs,
-            "ratio": two_runs[1]["spans"].get("exp", 0) / max(1e-9, two_runs[0]["spans"].get("exp", 0)),
-        }
+        if "two-limiters" in only:
+            emulator.configure(latency_ms=LATENCY_MS, scale=TWO_LIMITERS_SCALE)
+            for label, knobs in (
+                ("unlimited", {"rate": None, "burst": None, "rate_families": None}),
+                ("arm-limited", {"rate": ARM_RATE, "burst": int(ARM_RATE), "rate_families": ["arm"]}),
+            ):
+                emulator.configure(**knobs)
+                time.sleep(0.3)
+                run = run_dsr(f"two-limiters-{label}", env, emulator, log_dir=logs)
+                two_runs.append({"label": label, **asdict(run)})
+                say(
+                    f"  two limiters   {label:<12} run history span {run.spans.get('exp', 0):.2f} s, ARM span "
+                    f"{run.spans.get('arm', 0):.2f} s, {run.throttled} x 429  wall {run.wall:.2f} s"
+                )
+            emulator.configure(rate=None, burst=None, rate_families=None)
+            two = {
+                "runs": two_runs,
+                "ratio": two_runs[1]["spans"].get("exp", 0) / max(1e-9, two_runs[0]["spans"].get("exp", 0)),
+            }
 
         # 5. memory and state --------------------------------------------------------------------------------
-        mem_runs: list[dict[str, Any]] = []
-        scales = (MEMORY_SCALES[0], MEMORY_SCALES[0] * 10) if not args.quick else (1.0, 10.0)
-        for scale in scales:
-            emulator.configure(latency_ms=0, scale=scale)
-            runs = [
-                run_dsr(f"memory-s{scale:g}-{i}", env, emulator, log_dir=logs, extra_env={"DSR_CHECKPOINT_SECONDS": "0.5"})
-                for i in range(repeats)
-            ]
-            run = median_run(runs, key=lambda r: r.rss_mb or 0.0, unit="MB")
-            peak_state = max((r.state_peak or 0) for r in runs)
-            mem_runs.append({"scale": scale, **asdict(run), "state_peak": peak_state})
-            say(
-                f"  memory         scale={scale:<4g} {_fmt(run.rss_mb, 1)} MB peak RSS  state {peak_state} B  "
-                f"{run.calls} calls  {run.wall:.2f} s  ({run.notes[-1]})"
-            )
-        small, large = mem_runs
-        growth = None if small["rss_mb"] is None or large["rss_mb"] is None else large["rss_mb"] - small["rss_mb"]
-        memory = {
-            "runs": mem_runs,
-            "growth_mb": growth,
-            "state_growth_kb": (large["state_peak"] - small["state_peak"]) / 1024,
-            "repeats": repeats,
-            "method": "/usr/bin/time -v" if Path(TIME_V).exists() else "getrusage(RUSAGE_CHILDREN)",
-        }
+        if "memory" in only:
+            scales = (MEMORY_SCALES[0], MEMORY_SCALES[0] * 10) if not args.quick else (1.0, 10.0)
+            for scale in scales:
+                emulator.configure(latency_ms=0, scale=scale)
+                runs = [
+                    run_dsr(f"memory-s{scale:g}-{i}", env, emulator, log_dir=logs, extra_env={"DSR_CHECKPOINT_SECONDS": "0.5"})
+                    for i in range(repeats)
+                ]
+                run = median_run(runs, key=lambda r: r.rss_mb or 0.0, unit="MB")
+                peak_state = max((r.state_peak or 0) for r in runs)
+                mem_runs.append({"scale": scale, **asdict(run), "state_peak": peak_state})
+                say(
+                    f"  memory         scale={scale:<4g} {_fmt(run.rss_mb, 1)} MB peak RSS  state {peak_state} B  "
+                    f"{run.calls} calls  {run.wall:.2f} s  ({run.notes[-1]})"
+                )
+            small, large = mem_runs
+            growth = None if small["rss_mb"] is None or large["rss_mb"] is None else large["rss_mb"] - small["rss_mb"]
+            memory = {
+                "runs": mem_runs,
+                "growth_mb": growth,
+                "state_growth_kb": (large["state_peak"] - small["state_peak"]) / 1024,
+                "repeats": repeats,
+                "method": "/usr/bin/time -v" if Path(TIME_V).exists() else "getrusage(RUSAGE_CHILDREN)",
+            }
 
         # 6. cold start --------------------------------------------------------------------------------------
-        module = "function_app" if (ROOT / "function_app.py").exists() else "shared.service.processor"
-        imp, whole = import_seconds(module)
-        cold: dict[str, Any] = {"module": module, "import_s": imp, "process_s": whole}
-        if module != "function_app":
-            cold["note"] = " (function_app.py does not exist yet: shared.service.processor imported instead)"
-        emulator.configure(latency_ms=LATENCY_MS, scale=1.0)
-        one = median_run(
-            [
-                run_dsr(f"one-kind-{i}", env, emulator, log_dir=logs, request=_request("one-kind", resourceKinds=["models"]))
-                for i in range(repeats)
-            ]
-        )
-        cold["one_kind"] = asdict(one)
-        say(f"  cold start     import {module} {imp:.3f} s; one-kind request {one.wall:.2f} s ({one.calls} calls)")
+        if "cold" in only:
+            module = "function_app" if (ROOT / "function_app.py").exists() else "shared.service.processor"
+            imp, whole = import_seconds(module)
+            cold = {"module": module, "import_s": imp, "process_s": whole}
+            if module != "function_app":
+                cold["note"] = " (function_app.py does not exist yet: shared.service.processor imported instead)"
+            emulator.configure(latency_ms=LATENCY_MS, scale=1.0)
+            one = median_run(
+                [
+                    run_dsr(f"one-kind-{i}", env, emulator, log_dir=logs, request=_request("one-kind", resourceKinds=["models"]))
+                    for i in range(repeats)
+                ]
+            )
+            cold["one_kind"] = asdict(one)
+            say(f"  cold start     import {module} {imp:.3f} s; one-kind request {one.wall:.2f} s ({one.calls} calls)")
 
-    failed = [
-        r for r in [*lat_runs, *rate_runs, *sporadic_runs, *two_runs, *mem_runs, cold["one_kind"]] if r["status"] != "completed"
-    ]
+    ran = [*lat_runs, *rate_runs, *sporadic_runs, *two_runs, *mem_runs, *([cold["one_kind"]] if cold else [])]
+    failed = [r for r in ran if r["status"] != "completed"]
     for r in failed:
         notes.append(
             f"run {r['label']} ended with exit code {r['exit_code']} and status {r['status']} "
             f"(log: {logs / (r['label'] + '.log')})"
         )
-    one_c, many_c = sporadic_runs
-    summary = [
-        {
-            "measurement": f"sporadic faults ({one_c['faults']} of {one_c['calls']} calls at c=1): concurrency "
-            f"{default_concurrency} over 1",
-            "figure": f"{sporadic['speedup']:.1f}x ({one_c['wall']:.2f} s -> {many_c['wall']:.2f} s)",
-            "target": f">= {TARGETS['sporadic']:g}x",
-            "verdict": verdict(sporadic["speedup"] >= TARGETS["sporadic"]),
-        },
-        {
-            "measurement": f"latency-bound speedup, concurrency {default_concurrency} (default) over 1",
-            "figure": f"{speedup:.1f}x ({base:.2f} s -> {default_run['wall']:.2f} s)",
-            "target": f">= {TARGETS['speedup']:g}x",
-            "verdict": verdict(speedup >= TARGETS["speedup"]),
-        },
-    ]
+    summary: list[dict[str, Any]] = []
+    if sporadic_runs:
+        one_c, many_c = sporadic_runs
+        summary.append(
+            {
+                "measurement": f"sporadic faults ({one_c['faults']} of {one_c['calls']} calls at c=1): concurrency "
+                f"{default_concurrency} over 1",
+                "figure": f"{sporadic['speedup']:.1f}x ({one_c['wall']:.2f} s -> {many_c['wall']:.2f} s)",
+                "target": f">= {TARGETS['sporadic']:g}x",
+                "verdict": verdict(sporadic["speedup"] >= TARGETS["sporadic"]),
+            }
+        )
+    if lat_runs:
+        summary.append(
+            {
+                "measurement": f"latency-bound speedup, concurrency {default_concurrency} (default) over 1",
+                "figure": f"{speedup:.1f}x ({base:.2f} s -> {default_run['wall']:.2f} s)",
+                "target": f">= {TARGETS['speedup']:g}x",
+                "verdict": verdict(speedup >= TARGETS["speedup"]),
+            }
+        )
     for r in rate_runs:
         ratio = (r["span"] or 0) / r["ideal"]
         share = r["throttled"] / max(1, r["admitted"])
@@ -700,35 +736,48 @@ def main(argv: list[str] | None = None) -> int:
                 "verdict": verdict(ratio <= limit and share < TARGETS["throttled_share"]),
             }
         )
-    summary += [
-        {
-            "measurement": "two limiters: run history span, ARM throttled / nothing throttled",
-            "figure": f"{two['ratio']:.2f}x ({two_runs[0]['spans'].get('exp', 0):.2f} s -> "
-            f"{two_runs[1]['spans'].get('exp', 0):.2f} s; {two_runs[1]['throttled']} x 429 on ARM)",
-            "target": f"<= {TARGETS['two_limiters']:g}x",
-            "verdict": verdict(two["ratio"] <= TARGETS["two_limiters"]),
-        },
-        {
-            "measurement": f"peak checkpoint size, scale {small['scale']:g} -> {large['scale']:g} "
-            f"({small['calls']} -> {large['calls']} calls)",
-            "figure": f"{small['state_peak'] / 1024:.1f} KB -> {large['state_peak'] / 1024:.1f} KB",
-            "target": f"growth <= {TARGETS['state_growth_kb']:g} KB",
-            "verdict": verdict(memory["state_growth_kb"] <= TARGETS["state_growth_kb"]),
-        },
-        {
-            "measurement": f"peak RSS growth, scale {small['scale']:g} -> {large['scale']:g}",
-            "figure": "-" if growth is None else f"{growth:.1f} MB ({small['rss_mb']:.1f} -> {large['rss_mb']:.1f} MB)",
-            "target": f"<= {TARGETS['rss_growth_mb']:g} MB",
-            "verdict": verdict(None if growth is None else growth <= TARGETS["rss_growth_mb"]),
-        },
-        {
-            "measurement": f"`import {module}`, fresh interpreter",
-            "figure": f"{imp:.3f} s",
-            "target": f"<= {TARGETS['import_s']:g} s",
-            "verdict": verdict(imp <= TARGETS["import_s"]),
-        },
-        {"measurement": "one-kind request, end to end", "figure": f"{one.wall:.2f} s", "target": "-", "verdict": "n/a"},
-    ]
+    if two_runs:
+        summary.append(
+            {
+                "measurement": "two limiters: run history span, ARM throttled / nothing throttled",
+                "figure": f"{two['ratio']:.2f}x ({two_runs[0]['spans'].get('exp', 0):.2f} s -> "
+                f"{two_runs[1]['spans'].get('exp', 0):.2f} s; {two_runs[1]['throttled']} x 429 on ARM)",
+                "target": f"<= {TARGETS['two_limiters']:g}x",
+                "verdict": verdict(two["ratio"] <= TARGETS["two_limiters"]),
+            }
+        )
+    if mem_runs:
+        small, large = mem_runs
+        summary += [
+            {
+                "measurement": f"peak checkpoint size, scale {small['scale']:g} -> {large['scale']:g} "
+                f"({small['calls']} -> {large['calls']} calls)",
+                "figure": f"{small['state_peak'] / 1024:.1f} KB -> {large['state_peak'] / 1024:.1f} KB",
+                "target": f"growth <= {TARGETS['state_growth_kb']:g} KB",
+                "verdict": verdict(memory["state_growth_kb"] <= TARGETS["state_growth_kb"]),
+            },
+            {
+                "measurement": f"peak RSS growth, scale {small['scale']:g} -> {large['scale']:g}",
+                "figure": "-" if growth is None else f"{growth:.1f} MB ({small['rss_mb']:.1f} -> {large['rss_mb']:.1f} MB)",
+                "target": f"<= {TARGETS['rss_growth_mb']:g} MB",
+                "verdict": verdict(None if growth is None else growth <= TARGETS["rss_growth_mb"]),
+            },
+        ]
+    if cold:
+        summary += [
+            {
+                "measurement": f"`import {cold['module']}`, fresh interpreter",
+                "figure": f"{cold['import_s']:.3f} s",
+                "target": f"<= {TARGETS['import_s']:g} s",
+                "verdict": verdict(cold["import_s"] <= TARGETS["import_s"]),
+            },
+            {
+                "measurement": "one-kind request, end to end",
+                "figure": f"{cold['one_kind']['wall']:.2f} s",
+                "target": "-",
+                "verdict": "n/a",
+            },
+        ]
     results = {
         "machine": machine(),
         "summary": summary,
@@ -742,12 +791,12 @@ def main(argv: list[str] | None = None) -> int:
         "targets": TARGETS,
         "bench_seconds": round(time.monotonic() - started, 1),
     }
-    (out / "latest.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     report = render(results)
-    (out / "latest.md").write_text(report)
+    (out / f"{stem}.md").write_text(report)
     print()
     print(report)
-    print(f"bench: {results['bench_seconds']} s; written {out / 'latest.json'} and {out / 'latest.md'}")
+    print(f"bench: {results['bench_seconds']} s; written {out / (stem + '.json')} and {out / (stem + '.md')}")
     return 0
 
 

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from azure.storage.blob import BlobServiceClient
+
 from shared.domain.catalog import load_catalog
 from tools.azurite import ROOT, Azurite
 from tools.emulator import DEMO_LOCATION, DEMO_RESOURCE_GROUP, DEMO_SUBSCRIPTION, DEMO_WORKSPACE, EmulatorServer
@@ -70,8 +72,6 @@ def _short(item_id: str) -> str:
 
 
 def show_export(env: dict[str, str], event: dict[str, Any], code: int, elapsed: float) -> None:
-    from azure.storage.blob import BlobServiceClient
-
     print(_status_line(event, code, elapsed))
     for workspace, counts in event["data"]["counts"].items():
         print(f"  {DIM}{workspace}{RESET}")

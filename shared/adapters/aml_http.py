@@ -38,7 +38,7 @@ from shared.domain.errors import (
     parse_retry_after,
     safe_service_code,
 )
-from shared.domain.governor import Governor, Limiter, remaining_from_headers
+from shared.domain.governor import Governor, Limiter
 from shared.domain.urls import UrlPolicy, check_post, redact_url
 from shared.ports import ApiResponse, TokenSource
 
@@ -135,10 +135,10 @@ class AzureMLHttp:
 
     def _attempts(self, method: str, url: str, body: dict[str, Any] | None) -> ApiResponse:
         self._policy.check(url)
-        limiter = self.limiter(url)
         last: AzureMLError | None = None
         for attempt in range(1, self._max_attempts + 1):
             backoff = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+            limiter = self.limiter(url)  # per attempt: an answer may have put its family under its subscription's
             sent_at = limiter.acquire()
             try:
                 response = self._once(method, url, body)
@@ -146,9 +146,10 @@ class AzureMLHttp:
                 # this call waits its Retry-After (else the backoff); the limiter decides about the others
                 telemetry.throttled(exc.status)
                 delay = capped_wait(exc.retry_after, self._max_retry_after, default=backoff)
-                pauses = limiter.pauses
-                limiter.answered(sent_at, throttled=exc.status == 429, retry_after=delay)
-                if limiter.pauses != pauses:
+                limiter, paused = self._governor.answered(
+                    url, sent_at, headers=exc.headers, throttled=exc.status == 429, retry_after=delay
+                )
+                if paused:
                     log.info("throttled: shared, pausing", extra={"origin": urlsplit(url).netloc, **limiter.stats()})
                 last = exc
                 if attempt < self._max_attempts:
@@ -161,7 +162,7 @@ class AzureMLHttp:
                 limiter.answered(sent_at)  # a 4xx answer: the call was admitted
                 raise
             else:
-                limiter.answered(sent_at, remaining=remaining_from_headers(response.headers))
+                self._governor.answered(url, sent_at, headers=response.headers)
                 return response
             if attempt < self._max_attempts:
                 telemetry.retried(last.code)
@@ -212,6 +213,8 @@ class AzureMLHttp:
         if status == 200 and _error_code(body) == "RequestThrottled":
             status = 429
         error = classify_status(status, retry_after=retry_after, detail=_error_code(body))
+        if isinstance(error, ThrottledError):
+            error.headers = response.headers
         if error is not None:
             raise error
         if status not in (200, 201, 202, 204):

@@ -24,11 +24,10 @@ from requests import Session
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from shared.ports import StateConflict
+from shared.ports import StateConflict, audit_blob_name
 from shared.settings import Settings
 
 _JSON = ContentSettings(content_type="application/json")
-_JSONL = ContentSettings(content_type="application/x-ndjson")
 
 
 def blob_service(settings: Settings, credential: Any | None) -> BlobServiceClient:
@@ -166,7 +165,7 @@ class BlobAuditLog:
     def append(self, request_id: str, lines: list[dict[str, Any]]) -> None:
         if not lines:
             return
-        blob = self._container.client.get_blob_client(f"{request_id}.jsonl")
+        blob = self._container.client.get_blob_client(audit_blob_name(request_id))
         data = b"".join(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n" for line in lines)
         with self._lock:
             try:

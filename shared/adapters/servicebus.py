@@ -140,8 +140,8 @@ def outcome_message(event: dict[str, Any]) -> ServiceBusMessage:
     )
 
 
-class ServiceBusOutcomePublisher:
-    """Implements ``shared.ports.OutcomePublisher`` on the outcome queue."""
+class _QueueSender:
+    """One queue's sender on the namespace's client, built on first use; ``close`` ends both."""
 
     def __init__(
         self,
@@ -154,30 +154,22 @@ class ServiceBusOutcomePublisher:
         self.queue = queue
         self._client = _Client(namespace, credential_factory, client_factory)
         self._sender = _Sender(self._client, queue)
-
-    def publish(self, event: dict[str, Any]) -> None:
-        self._sender.send(outcome_message(event))
-        log.info("outcome published", extra={"eventId": event["id"], "queue": self.queue})
 
     def close(self) -> None:
         self._sender.close()
         self._client.close()
 
 
-class ServiceBusRequestQueue:
-    """Implements ``shared.ports.RequestSender``: continuations and watchdog re-enqueues of a request."""
+class ServiceBusOutcomePublisher(_QueueSender):
+    """Implements ``shared.ports.OutcomePublisher`` on the outcome queue."""
 
-    def __init__(
-        self,
-        namespace: str,
-        queue: str,
-        *,
-        credential_factory: Callable[[], Any] | None = None,
-        client_factory: Callable[[], Any] | None = None,
-    ) -> None:
-        self.queue = queue
-        self._client = _Client(namespace, credential_factory, client_factory)
-        self._sender = _Sender(self._client, queue)
+    def publish(self, event: dict[str, Any]) -> None:
+        self._sender.send(outcome_message(event))
+        log.info("outcome published", extra={"eventId": event["id"], "queue": self.queue})
+
+
+class ServiceBusRequestQueue(_QueueSender):
+    """Implements ``shared.ports.RequestSender``: continuations and watchdog re-enqueues of a request."""
 
     def send_request(
         self, request: dict[str, Any], *, message_id: str, delay_seconds: float = 0.0, properties: dict[str, Any] | None = None
@@ -196,10 +188,6 @@ class ServiceBusRequestQueue:
                 scheduled_enqueue_time_utc=when,
             )
         )
-
-    def close(self) -> None:
-        self._sender.close()
-        self._client.close()
 
 
 def message_body(message: Any) -> bytes:

@@ -22,10 +22,10 @@ from typing import Any
 
 from shared.bootstrap import build_services, flush_telemetry
 from shared.cli import dlq
-from shared.domain.contract import request_identity
 from shared.domain.errors import ConfigurationError, DsrError
 from shared.domain.outcome import EXIT_CODES, failed_event, utc_now
 from shared.logs import configure_logging
+from shared.service.delivery import request_identity
 from shared.service.processor import handle
 from shared.service.state import RequestBusy
 from shared.service.status import cancel_request, fresh_link, request_status
@@ -42,8 +42,8 @@ def _read_input(path: str) -> bytes:
 
 
 def _failed_event(body: bytes, code: str, message: str, started_at: str) -> dict[str, Any]:
-    request_id, operation = request_identity(body)
-    return failed_event(request_id or "unknown", operation, code, message, started_at=started_at)
+    request_id, operation = request_identity(body)  # the queue's rule: an unreadable body gets its digest id
+    return failed_event(request_id, operation, code, message, started_at=started_at)
 
 
 class _BestEffort:

@@ -10,12 +10,13 @@ import re
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.domain.contract import DELETE_KINDS, EXPORT_KINDS, Target
 from shared.domain.errors import InvalidIdError
+from shared.domain.urls import is_dot_segment
 
 _Strict = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 Family = Literal["arm", "modelmanagement", "experiments", "aether"]
@@ -198,19 +199,6 @@ def _parameter(values: dict[str, str], name: str) -> str:
     if name not in values:
         raise ValueError(f"the catalog uses ${{{name}}} but declares no default for it under parameters")
     return values[name]
-
-
-def is_dot_segment(value: str) -> bool:
-    """True for ``.`` and ``..``, and for anything that decodes to one of them (``%2E%2E``, ``%252e.``):
-    HTTP clients and servers normalise dot segments, encoded or not, so ``/models/..`` is the workspace."""
-    for _ in range(4):  # a server, a proxy and a framework may each decode once
-        if value in (".", ".."):
-            return True
-        decoded = unquote(value)
-        if decoded == value:
-            return False
-        value = decoded
-    return value in (".", "..") or "%" in value  # still decoding after four rounds: refuse, do not guess
 
 
 def encode_segment(value: str) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
@@ -78,6 +79,7 @@ class RetryableError(AzureMLError):
 
 class ThrottledError(RetryableError):
     code = "throttled"
+    headers: Mapping[str, str] = {}  # the answer's headers (for the rate governor's remaining counts)
 
     def __init__(self, message: str, *, retry_after: float | None, status: int | None = 429) -> None:
         super().__init__(message, status=status)

@@ -1,29 +1,30 @@
 """Client-side admission for Azure ML: one ``Limiter`` per service limit, shared by every thread.
 
-A limit is keyed by ``limiter_key``: ARM counts per subscription, each data-plane service (run history,
-model management, pipelines) per host. Per limiter:
+**Which limit.** A call counts against its host family's limit (``limiter_key``: ARM per subscription, each
+data-plane service per host) until an answer of that family shows its subscription's counter
+(``x-ms-ratelimit-remaining-subscription-*``) falling, or on a 429: the family draws on the subscription's
+bucket, and its calls (with the answers it had) go through the subscription's limiter from then on. A count
+that never falls (an unlimited service's) joins nothing; Azure's data planes send none.
 
-* A throttled call (429) waits its own Retry-After, then retries; the HTTP seam does that.
-* Throttling is **shared** when, in the last ``window`` seconds, at least ``quorum`` answers were 429s
-  and they make at least ``share`` of the answers (of at least ``10 x quorum``). Only then does a 429
-  pause the other calls, until its Retry-After has passed. One stray 429 delays its own call only.
-* The **pace** (calls/s; none at first) is lowered, at most once per round trip, on shared throttling, on
-  a 429 while paced, and, before any 429, when an ``x-ms-ratelimit-remaining-*`` count falls to half the
-  largest seen (``low_water`` at least) and below where it was at the last cut. It becomes ``margin`` x
-  the service's refill rate, measured over at least 10 answers and ``window / 8`` seconds:
+**Per limiter:**
 
-  - with counts and no 429: calls admitted plus the growth of the count, since the count was last at its
-    largest. Too few answers yet: no cut (the count warns early). A count falling more than twice as
-    fast as this limiter's own calls explain is shared with busier limiters, and left to them;
-  - after 429s: the calls admitted since the window's first 429 after the last pause (the service's
-    bucket has been empty since, so what it admits is what it refills); too few answers yet:
-    ``backoff`` x the pace (or the send rate of the last ``window / 8`` seconds).
-
-  Never below what the service admitted in the last ``window`` seconds (x ``margin`` with counts), so
-  that a pause cannot collapse it.
-* Each clean round trip (an answer to a call sent after the last change) adds ``step`` (with counts) or
-  ``probe`` (without: a probe above the limit costs a Retry-After) x the last lowered pace; at twice that
-  pace the calls go unpaced again.
+* *Credit.* While the latest clean answer carried a remaining count, at most that count less ``reserve``
+  calls go after the call it answered: slow down before the bucket is empty, whoever else draws on it. A
+  spent count older than ``window / 8`` lets one call go at a time, until an answer brings a new one.
+* *Retry-After.* A 429 makes its own call wait its Retry-After (the HTTP seam does that). A stray 429 delays
+  no other call.
+* *Shared throttling*: a 429 while unpaced with the bucket shown near empty (its own count, or the latest
+  clean one in the last ``window`` seconds, ``low_water`` or less), or ``quorum`` 429s making ``share`` of
+  the last ``window`` seconds' answers. It pauses the other calls until the Retry-After has passed and,
+  unless every answer carries a count (the credit paces those), paces them at the refill rate the answers
+  prove: the most, over an answer and now, of the calls sent after it and admitted, less what the bucket
+  held then (its count, a 429's 0, else the largest count seen), per second since its call was sent.
+* *While paced*, a 429 sets the pace ``cut`` under that proven rate, at most once per round trip. A clean
+  answer while calls wait for the pace adds, per round-trip time since the pace last changed (10 at most),
+  ``probe`` x the pace until that first 429, then ``step`` x the pace set last; at twice the pace set last
+  the calls go unpaced. The pace is never more than ``cut`` under
+  the bucket's refill over the last ``window`` seconds (answers admitted less the largest count, at most half,
+  per second).
 
 Pure logic: the clock and the sleep are injected, so tests drive it with a fake clock.
 """
@@ -33,6 +34,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -42,12 +44,12 @@ REMAINING_PREFIX = "x-ms-ratelimit-remaining-"
 _SUBSCRIPTION = re.compile(r"/subscriptions/([^/?#]+)", re.IGNORECASE)
 
 
-def remaining_from_headers(headers: Mapping[str, str] | None) -> int | None:
-    """The smallest ``x-ms-ratelimit-remaining-*`` count (plain ``11999`` or ARM's ``policy;count``
+def remaining_from_headers(headers: Mapping[str, str] | None, scope: str = "") -> int | None:
+    """The smallest ``x-ms-ratelimit-remaining-{scope}*`` count (plain ``11999`` or ARM's ``policy;count``
     lists); None when there is no such header."""
     found: int | None = None
     for name, value in (headers or {}).items():
-        if not name.lower().startswith(REMAINING_PREFIX) or not isinstance(value, str):
+        if not name.lower().startswith(REMAINING_PREFIX + scope) or not isinstance(value, str):
             continue
         for part in value.split(","):
             tail = part.rsplit(";", 1)[-1].strip()
@@ -86,30 +88,34 @@ class Limiter:
         quorum: int = 3,
         share: float = 0.2,
         low_water: int = 5,
-        backoff: float = 0.7,
-        margin: float = 0.95,
-        step: float = 0.02,
-        probe: float = 0.002,
+        reserve: int = 2,
+        cut: float = 0.05,
+        step: float = 0.002,
+        probe: float = 0.005,
+        poll: float = 0.02,
         default_pause: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = time.sleep,
     ) -> None:
-        self.window, self.quorum, self.share, self.low_water = window, quorum, share, low_water
-        self.backoff, self.margin, self.step, self.probe, self.default_pause = backoff, margin, step, probe, default_pause
+        self.window, self.quorum, self.share, self.low_water, self.reserve_calls = window, quorum, share, low_water, reserve
+        self.cut, self.step, self.probe, self.poll, self.default_pause = cut, step, probe, poll, default_pause
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
-        self._answers: deque[tuple[float, bool, int | None]] = deque()  # (at, throttled, remaining) in the window
+        self._answers: deque[tuple[float, float, bool, int | None]] = deque()  # (at, sent at, throttled, count; a 429's: 0)
+        self._sent: deque[float] = deque()  # send times in the window
+        self._count: tuple[float, float, int] | None = None  # the latest count: (answered at, its call's send time, count)
+        self._counted_last = False  # the latest clean answer carried a count
+        self._answered_at = -1e18  # the latest answer
+        self._most = 0  # the largest count seen: the bucket
         self._pace: float | None = None  # calls/s; None: unpaced
-        self._base = 0.0  # the pace set at the last decrease
+        self._base = 0.0  # the pace set last
         self._next_slot = 0.0
+        self._waited = False  # a call waited for the pace since it last grew
+        self._probing = False  # no 429 since shared throttling set the pace: it grows by step x itself
         self._paused_until = 0.0
-        self._first_sent = float("inf")
-        self._decreased_at = self._grown_at = -1e18  # a round trip: an answer to a call sent since
-        self._counted = False  # answers carry a remaining count
-        self._cut_count = 1 << 62  # the lowest remaining count since it fell low
-        self._most = 0  # the largest remaining count seen
+        self._cut_at = self._grown_at = -1e18  # a round trip: an answer to a call sent since
         self.throttled = 0  # 429s answered
-        self.shared_events = 0  # decreases on shared throttling (429s or the remaining count)
+        self.shared_events = 0  # pace changes on throttling
         self.pauses = 0  # of which paused every call
 
     @property
@@ -121,113 +127,192 @@ class Limiter:
             pace = None if self._pace is None else round(self._pace, 1)
             return {"pace": pace, "throttled": self.throttled, "sharedEvents": self.shared_events, "pauses": self.pauses}
 
-    def reserve(self) -> float:
-        """Claim the next send slot; returns how long to wait before sending (0: now)."""
+    def reserve(self) -> float | None:
+        """Claim the next send slot: how long to wait before sending (0: now), or None when the count's credit
+        is spent (ask again after an answer)."""
         with self._lock:
             now = self._clock()
-            self._first_sent = min(self._first_sent, now)
+            self._forget(now)
+            count = self._count
+            if (
+                self._counted_last
+                and count is not None
+                and sum(1 for at in self._sent if at > count[1]) >= count[2] - self.reserve_calls
+            ):
+                if now - count[0] <= self.window / 8:
+                    return None
+                if self._sent and self._sent[-1] > self._answered_at and now - self._sent[-1] <= self.window / 8:
+                    return None  # a spent count too old to trust: one call at a time until an answer brings a new one
             slot = max(now, self._paused_until)
             if self._pace is not None:
+                self._waited |= self._next_slot > slot
                 slot = max(slot, self._next_slot)
                 self._next_slot = slot + 1.0 / self._pace
+            self._sent.append(slot)
             return slot - now
 
     def acquire(self) -> float:
         """Block until a call may be sent; returns the send time (hand it back to ``answered``)."""
         while True:
             wait = self.reserve()
-            if wait <= 0:
-                return self._clock()
-            self._sleep(wait)
+            if wait is None:
+                self._sleep(self.poll)
+                continue
+            if wait > 0:
+                self._sleep(wait)
             with self._lock:  # a pause that came in meanwhile holds this call too
                 if self._clock() >= self._paused_until:
                     return self._clock()
 
     def answered(
         self, sent_at: float, *, throttled: bool = False, retry_after: float | None = None, remaining: int | None = None
-    ) -> None:
-        """The service answered a call sent at ``sent_at`` (a 404 or 409 counts: it was admitted)."""
+    ) -> bool:
+        """The service answered a call sent at ``sent_at`` (a 404 or 409 counts: it was admitted); True when that
+        paused the other calls."""
         with self._lock:
-            now = self._clock()
-            self._answers.append((now, throttled, remaining))
+            pauses = self.pauses
+            now = self._answered_at = self._clock()
             self._forget(now)
+            self._answers.append((now, sent_at, throttled, 0 if throttled and remaining is None else remaining))
             self.throttled += throttled
-            if remaining is not None:
-                self._counted = True
-                self._most = max(self._most, remaining)
-            low = remaining is not None and remaining <= max(self.low_water, self._most // 2)
-            # a count that is low but no lower than at the last cut holds the pace rather than cuts it again
-            falling = low and remaining is not None and remaining < self._cut_count
-            if remaining is not None:
-                self._cut_count = min(self._cut_count, remaining) if low else 1 << 62
-            if throttled or falling:
-                shared = throttled and self._shared()
-                if sent_at >= self._decreased_at and (falling or shared or (throttled and self._pace is not None)):
-                    self._decrease(now)
-                if shared and now >= self._paused_until:
-                    self.pauses += 1
-                    self._paused_until = now + (self.default_pause if retry_after is None else retry_after)
-            elif not low and sent_at >= self._grown_at and self._pace is not None:
-                self._pace += (self.step if self._counted else self.probe) * self._base
-                self._grown_at = now
-                if self._pace >= 2 * self._base:
-                    self._pace = None
+            if throttled and sent_at >= self._cut_at:
+                count = self._count
+                counts = [remaining] if remaining is not None else []  # its own count, and the latest clean one
+                counts += [count[2]] if count is not None and now - count[0] <= self.window else []
+                low = any(c <= self.low_water for c in counts)
+                if self._quorum() or (low and self._pace is None):  # shared throttling
+                    if any(a[3] is None for a in self._answers if not a[2]):  # counts on every answer: the credit paces
+                        self._set_pace(now, self._refill_rate(now))
+                        self._probing = True
+                    if now >= self._paused_until:
+                        self.pauses += 1
+                        self._paused_until = now + (retry_after or self.default_pause)
+                elif self._pace is not None:
+                    self._set_pace(now, min(self._pace, self._refill_rate(now)) * (1 - self.cut))
+                    self._probing = False
+            elif not throttled:
+                self._counted_last = remaining is not None
+                if remaining is not None:  # the count of the latest call sent (answers may come out of order)
+                    if self._count is None or sent_at > self._count[1] or remaining <= self._count[2]:
+                        self._count = (now, max(sent_at, self._count[1] if self._count else sent_at), remaining)
+                    self._most = max(self._most, remaining)
+                if self._pace is not None and sent_at >= self._grown_at and self._waited:
+                    rounds = min(10.0, (now - self._grown_at) / max(now - sent_at, 1e-3))  # round-trip times since
+                    self._pace += rounds * (self.probe * self._pace if self._probing else self.step * self._base)
+                    self._grown_at, self._waited = now, False
+                    if self._pace >= 2 * self._base:
+                        self._pace = None
+            return self.pauses != pauses
+
+    def absorb(self, other: Limiter) -> None:
+        """Take ``other``'s answers in the window (its family now draws on this limiter's bucket)."""
+        with other._lock:
+            answers, sent = list(other._answers), list(other._sent)
+            pace, paused_until = other._pace, other._paused_until
+        with self._lock:
+            self._answers = deque(sorted([*self._answers, *answers]))
+            self._sent = deque(sorted([*self._sent, *sent]))
+            self._paused_until = max(self._paused_until, paused_until)
+            if pace is not None or self._pace is not None:  # paced: at what the joined answers show admitted
+                self._set_pace(self._clock(), max(pace or 0.0, self._pace or 0.0, self._refill_rate(self._clock())))
 
     # -- internals (lock held) ---------------------------------------------------------------------
     def _forget(self, now: float) -> None:
         while self._answers and self._answers[0][0] < now - self.window:
             self._answers.popleft()
+        while self._sent and self._sent[0] < now - self.window:
+            self._sent.popleft()
 
-    def _shared(self) -> bool:
-        throttled = sum(1 for a in self._answers if a[1])
+    def _quorum(self) -> bool:
+        throttled = sum(1 for a in self._answers if a[2])
         return throttled >= self.quorum and throttled >= self.share * max(len(self._answers), 10 * self.quorum)
 
-    def _decrease(self, now: float) -> None:
-        start = max(now - self.window, self._paused_until, self._first_sent)
-        recent = [a for a in self._answers if a[0] >= start]
-        floor = sum(1 for a in self._answers if not a[1]) / self.window
-        full = [i for i, a in enumerate(recent) if a[2] is not None and a[2] >= self._most]
-        counted = recent[full[-1] :] if full else [a for a in recent if a[2] is not None]
-        throttled = [i for i, a in enumerate(recent) if a[1]]
-        empty = recent[throttled[0] :] if throttled else []
-        if counted and not throttled:
-            if len(counted) < 10 or now - counted[0][0] < self.window / 8:
-                return  # too soon to read a refill rate off the count: wait for it (no 429 yet)
-            # just under the service's refill rate: what it admitted since its bucket was last full (or
-            # since the window began), plus what its remaining count grew by meanwhile
-            admitted = sum(1 for a in counted[1:] if not a[1])
-            change = (counted[-1][2] or 0) - (counted[0][2] or 0)
-            if admitted < -change / 2:
-                return  # this limiter's calls explain less than half the fall: busier limiters share it, and cut
-            rate = self.margin * max(floor, (admitted + change) / (now - counted[0][0]))
-        elif len(empty) >= 10 and now - empty[0][0] >= self.window / 8:
-            # the service's bucket has been empty since the first 429: what it admitted since is its refill rate
-            rate = max(floor, self.margin * sum(1 for a in empty[1:] if not a[1]) / (now - empty[0][0]))
-        else:
-            fresh = [a for a in recent if a[0] >= now - self.window / 8]
-            current = self._pace if self._pace is not None else len(fresh) / max(min(now - start, self.window / 8), 1e-3)
-            rate = max(floor, self.backoff * current)
-        self._pace = self._base = max(rate, 0.1)
-        self._decreased_at = self._grown_at = now
+    def _refill_rate(self, now: float) -> float:
+        """The service's refill rate, at least: since an answer's call was sent, the calls sent after the answer
+        and admitted, less what the bucket held (the answer's count, a 429's 0, else the largest count seen),
+        per second; the most of these over ``window / 40`` or more."""
+        sent = sorted(a[1] for a in self._answers if not a[2])
+        rates = [
+            (len(sent) - bisect_right(sent, at) - (self._most if level is None else level)) / (now - sent_at)
+            for at, sent_at, _, level in self._answers
+            if now - sent_at >= self.window / 40
+        ]
+        return max(rates, default=0.0)
+
+    def _set_pace(self, now: float, pace: float) -> None:
+        """The new pace, never below what the window admitted."""
+        admitted = sum(1 for a in self._answers if not a[2])
+        floor = (admitted - min(self._most, admitted // 2)) / self.window  # the bucket's refill over the window
+        self._pace = self._base = max(pace, (1 - self.cut) * floor, 0.1)
+        self._cut_at = self._grown_at = now
         self.shared_events += 1
 
 
 class Governor:
-    """The limiters of the process, one per ``limiter_key``; thread-safe."""
+    """The limiters of the process, one per service limit (see the module docstring); thread-safe."""
 
     def __init__(self, endpoints: Mapping[str, str], **limiter_options: Any) -> None:
         self._endpoints = dict(endpoints)
         self._options = limiter_options
+        self._largest: dict[str, int] = {}  # the largest subscription count each family has shown
         self._lock = threading.Lock()
         self._limiters: dict[str, Limiter] = {}
+        self._joined: set[str] = set()  # family keys (with the subscription) under their subscription's limiter
+
+    def _route(self, url: str) -> tuple[str, str, str | None]:
+        """The family's key, the family's key in this subscription, and the subscription's (None: no subscription)."""
+        key = limiter_key(url, self._endpoints)
+        found = _SUBSCRIPTION.search(urlsplit(url).path)
+        if found is None:
+            return key, key, None
+        return key, f"{key}|{found.group(1).lower()}", f"subscription|{found.group(1).lower()}"
+
+    def _get(self, key: str) -> Limiter:
+        found = self._limiters.get(key)
+        if found is None:
+            found = self._limiters[key] = Limiter(**self._options)
+        return found
 
     def limiter(self, url: str) -> Limiter:
-        key = limiter_key(url, self._endpoints)
+        key, member, subscription = self._route(url)
         with self._lock:
-            found = self._limiters.get(key)
-            if found is None:
-                found = self._limiters[key] = Limiter(**self._options)
-            return found
+            if subscription and (key.startswith("arm|") or member in self._joined):
+                return self._get(subscription)
+            return self._get(key)
+
+    def answered(
+        self,
+        url: str,
+        sent_at: float,
+        *,
+        headers: Mapping[str, str] | None = None,
+        throttled: bool = False,
+        retry_after: float | None = None,
+    ) -> tuple[Limiter, bool]:
+        """The service answered a call to ``url`` sent at ``sent_at``: its family may join its subscription's
+        limiter, which then takes the answer. Returns that limiter, and whether it paused the other calls."""
+        self.declared(url, remaining_from_headers(headers, "subscription-"), throttled=throttled)
+        limiter = self.limiter(url)
+        return limiter, limiter.answered(
+            sent_at, throttled=throttled, retry_after=retry_after, remaining=remaining_from_headers(headers)
+        )
+
+    def declared(self, url: str, count: int | None, *, throttled: bool = False) -> None:
+        """An answer to ``url`` (a 429: ``throttled``) showed its subscription's counter at ``count`` (None: no
+        such header)."""
+        key, member, subscription = self._route(url)
+        if count is None or not subscription or key.startswith("arm|"):
+            return
+        with self._lock:
+            largest = self._largest.get(member)
+            self._largest[member] = max(count, largest or 0)
+            if member in self._joined or not (throttled or (largest is not None and count < largest)):
+                return
+            self._joined.add(member)
+            source = self._limiters.get(key)
+            target = self._get(subscription)
+        if source is not None:
+            target.absorb(source)
 
     def stats(self) -> dict[str, dict[str, Any]]:
         with self._lock:

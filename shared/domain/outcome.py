@@ -20,6 +20,12 @@ MAX_OUTCOME_BYTES = 192 * 1024
 CUTTABLE_LISTS = ("items", "plan", "review", "errors")
 
 
+def error_entry(code: str, message: str, *, kind: str | None, target: str | None, **extra: Any) -> dict[str, Any]:
+    """One entry of an outcome's ``data.errors`` (docs/contract.md §2): a stable code, a message in our words, and
+    the kind and target it concerns (``None`` when it concerns the whole request); a delete's item adds its id."""
+    return {"code": code, "message": message, "kind": kind, "target": target, **extra}
+
+
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -72,7 +78,7 @@ def failed_event(
         "failed",
         {
             "counts": {},
-            "errors": [{"code": code, "message": message, "kind": None, "target": None}],
+            "errors": [error_entry(code, message, kind=None, target=None)],
             "startedAt": started_at or now,
             "completedAt": now,
         },

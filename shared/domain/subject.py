@@ -17,9 +17,9 @@ import re
 from typing import Any
 
 from shared.domain.catalog import Catalog, field_values
-from shared.domain.contract import Subject
+from shared.domain.contract import GUID, Subject
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_GUID = re.compile(GUID)
 # a token boundary: anything that could not continue a GUID or a UPN
 _EDGE = r"A-Za-z0-9._%+@-"
 

@@ -81,15 +81,17 @@ class UrlPolicy:
         return url
 
 
-def _dot_segment(segment: str) -> bool:
-    for _ in range(4):
-        if segment in (".", ".."):
+def is_dot_segment(value: str) -> bool:
+    """True for ``.`` and ``..``, and for anything that decodes to one of them (``%2E%2E``, ``%252e.``):
+    HTTP clients and servers normalise dot segments, encoded or not, so ``/models/..`` is the workspace."""
+    for _ in range(4):  # a server, a proxy and a framework may each decode once
+        if value in (".", ".."):
             return True
-        decoded = unquote(segment)
-        if decoded == segment:
+        decoded = unquote(value)
+        if decoded == value:
             return False
-        segment = decoded
-    return True
+        value = decoded
+    return value in (".", "..") or "%" in value  # still decoding after four rounds: refuse, do not guess
 
 
 def check_same_collection(link: str, collection_url: str) -> str:
@@ -110,7 +112,7 @@ def check_same_collection(link: str, collection_url: str) -> str:
     if not same_origin:
         raise UntrustedUrlError("a next-page link points to another host; paging stopped")
     segments = got.path.split("/")
-    if any(_dot_segment(s) for s in segments):
+    if any(is_dot_segment(s) for s in segments):
         raise UntrustedUrlError("a next-page link has a dot segment in its path; paging stopped")
     path = unquote(got.path).lower().rstrip("/")
     base = unquote(want.path).lower().rstrip("/")

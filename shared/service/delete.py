@@ -4,10 +4,11 @@ Per item: 200/202 -> deleted (a 202 is followed to its end), 204/404 -> absent (
 retry sees after a DELETE whose response was lost), anything else after the HTTP retries -> failed.
 Only a 404 on the read-back counts as verified. Every action is appended to the request's audit blob.
 
-The parts: the plan (``delete_plan.py``: listing by the traversal rules' bindings, subject scope by
-``subject_scope.delete_verdict``), its checkpoint (``checkpoint.DeleteCheckpoint``), and here the run
-(``DeleteRun``: DELETE level by level, follow long-running operations, read back) and the part's outcome
-(``run_delete``).
+The pipeline (``run_delete``): plan → execute → verify → workspace delete → result. The plan is
+``delete_plan.py`` (listing by the traversal rules' bindings, subject scope by ``subject_scope.delete_verdict``),
+saved as ``checkpoint.DeleteCheckpoint``; ``DeleteRun`` executes it (DELETE level by level, following
+long-running operations), verifies it (reads every item back) and writes the audit lines; ``_result`` builds
+the part's outcome.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import shared.telemetry as telemetry
 from shared.domain.catalog import Catalog
@@ -30,18 +31,28 @@ from shared.domain.errors import (
     capped_wait,
     parse_retry_after,
 )
-from shared.domain.outcome import cap_outcome, outcome_event, utc_now
+from shared.domain.outcome import FinalStatus, cap_outcome, error_entry, outcome_event, utc_now
 from shared.domain.urls import redact_url, with_query
-from shared.ports import ApiResponse, AuditLog, AzureML
+from shared.ports import ApiResponse, AuditLog, AzureML, audit_blob_name
 from shared.service.checkpoint import plan_checkpoint, restore_plan
 from shared.service.delete_plan import DeletePlan, DeletePlanner, PlannedItem
 from shared.service.listing import Endpoints, url_for
+from shared.settings import Settings
 
 log = logging.getLogger("dsr.delete")
 
 PLAN_LIMIT_IN_EVENT = 2000
-MMS_TERMINAL = {"succeeded": "deleted", "failed": "failed", "cancelled": "failed", "canceled": "failed", "timedout": "failed"}
-ARM_TERMINAL = {"succeeded": "deleted", "failed": "failed", "canceled": "failed", "cancelled": "failed"}
+# how a long-running delete ended: ``unknown`` when its status cannot be read (the read-back decides), ``timeout``
+# when it is still running at the deadline (``DSR_LRO_DEADLINE_SECONDS``)
+LroEnd = Literal["deleted", "failed", "unknown", "timeout"]
+MMS_TERMINAL: dict[str, LroEnd] = {
+    "succeeded": "deleted",
+    "failed": "failed",
+    "cancelled": "failed",
+    "canceled": "failed",
+    "timedout": "failed",
+}
+ARM_TERMINAL: dict[str, LroEnd] = {"succeeded": "deleted", "failed": "failed", "canceled": "failed", "cancelled": "failed"}
 
 
 class Poller:
@@ -68,9 +79,8 @@ class Poller:
         delay = capped_wait(header, self.max_retry_after, default=min(30.0, 0.5 * 2 ** min(attempt, 6)))
         self.sleep(max(0.0, min(delay, end - self.clock())))
 
-    def follow(self, first: ApiResponse, *, terminal: dict[str, str], status_field: str) -> str:
-        """``deleted``, ``failed``, ``unknown`` (the status cannot be read: the read-back decides) or
-        ``timeout`` (still running at the deadline, ``DSR_LRO_DEADLINE_SECONDS``)."""
+    def follow(self, first: ApiResponse, *, terminal: dict[str, LroEnd], status_field: str) -> LroEnd:
+        """How the operation ended (``LroEnd``): the terminal state it reports, ``unknown`` or ``timeout``."""
         async_url = first.headers.get("azure-asyncoperation") or first.headers.get("operation-location")
         location = first.headers.get("location")
         end = self.clock() + self.deadline_seconds
@@ -130,7 +140,8 @@ class DeleteRun:
         self.poller = Poller(aml, deadline_seconds=lro_deadline, max_retry_after=max_retry_after, sleep=sleep)
 
     # -- audit ----------------------------------------------------------------------------------
-    def _audit(self, lines: list[dict[str, Any]]) -> None:
+    def audit_lines(self, lines: list[dict[str, Any]]) -> None:
+        """Append ``lines`` to the request's audit blob, each stamped with the time and the requestId."""
         stamped = [{"time": utc_now(), "requestId": self.request.requestId, **line} for line in lines]
         self.audit.append(self.request.requestId, stamped)
 
@@ -149,6 +160,10 @@ class DeleteRun:
     # -- plan -----------------------------------------------------------------------------------
     def plan(self) -> DeletePlan:
         return DeletePlanner(self.request, catalog=self.catalog, endpoints=self.endpoints, aml=self.aml).plan()
+
+    def audit_plan(self, plan: DeletePlan) -> None:
+        """One PLAN line per planned item (a dry run's too), before anything is deleted."""
+        self.audit_lines([self._line(item, "PLAN", None, "planned", dryRun=self.request.dryRun) for item in plan.items])
 
     # -- execute --------------------------------------------------------------------------------
     def execute(self, plan: DeletePlan) -> None:
@@ -169,7 +184,7 @@ class DeleteRun:
                 if item not in ready:
                     item.result, item.status = "failed", None
                     item.error = self._error(item, "versions_remain", "not deleted: not every one of its versions was deleted")
-                    self._audit([self._line(item, "DELETE", None, "skipped", reason="versions_remain")])
+                    self.audit_lines([self._line(item, "DELETE", None, "skipped", reason="versions_remain")])
             retry, conflicted = conflicted, []
             self._parallel(self._delete_one, ready)
             if retry:  # what held them (this level and the ones before) is gone now
@@ -184,7 +199,7 @@ class DeleteRun:
 
     @staticmethod
     def _error(item: PlannedItem, code: str, message: str) -> dict[str, Any]:
-        return {"code": code, "message": message, "kind": item.kind, "target": item.target.resource_id, "id": item.id}
+        return error_entry(code, message, kind=item.kind, target=item.target.resource_id, id=item.id)
 
     @telemetry.in_workspace(lambda self, item: item.target)
     def _delete_one(self, item: PlannedItem) -> None:
@@ -200,7 +215,7 @@ class DeleteRun:
         self,
         item: PlannedItem,
         *,
-        terminal: dict[str, str],
+        terminal: dict[str, LroEnd],
         status_field: str,
         query: dict[str, str] | None = None,
         **audit: Any,
@@ -231,7 +246,7 @@ class DeleteRun:
                 item.error = self._error(item, "in_use", f"still in use by another resource: {exc.message}")
             else:
                 item.error = self._error(item, exc.code, exc.message)
-        self._audit([self._line(item, "DELETE", item.status, item.result, **audit)])
+        self.audit_lines([self._line(item, "DELETE", item.status, item.result, **audit)])
 
     @telemetry.in_workspace(lambda self, item: item.target)
     def _verify_one(self, item: PlannedItem) -> None:
@@ -245,17 +260,29 @@ class DeleteRun:
         except AzureMLError as exc:
             status, outcome = exc.status, "verify_failed"
         if not item.verified and item.error is None:
-            code = "still_present" if outcome == "still_present" else "verify_failed"
-            item.error = {
-                "code": code,
-                "message": "the item still answers a GET after its DELETE"
-                if code == "still_present"
-                else "the read-back after the DELETE failed",
-                "kind": item.kind,
-                "target": item.target.resource_id,
-                "id": item.id,
-            }
-        self._audit([self._line(item, "GET", status, outcome)])
+            if outcome == "still_present":
+                item.error = self._error(item, "still_present", "the item still answers a GET after its DELETE")
+            else:
+                item.error = self._error(item, "verify_failed", "the read-back after the DELETE failed")
+        self.audit_lines([self._line(item, "GET", status, outcome)])
+
+    # -- verify ---------------------------------------------------------------------------------
+    def verify(self, plan: DeletePlan) -> None:
+        """Read back every item deleted or absent: only a 404 counts as verified. A failed item keeps its error;
+        the others' error is the read-back's."""
+        for item in plan.items:
+            item.verified = False
+            if item.result != "failed":
+                item.error = None
+        self._parallel(self._verify_one, [i for i in plan.items if i.result in ("deleted", "absent")])
+
+    def audit_cancel(self, plan: DeletePlan) -> None:
+        """The tally of a cancelled run (deleted, absent, failed, not attempted, verified), audited and logged."""
+        tally = {r: sum(i.result == r for i in plan.items) for r in ("deleted", "absent", "failed")}
+        tally["notAttempted"] = sum(i.result == "planned" for i in plan.items)
+        tally["verified"] = sum(i.verified for i in plan.items)
+        self.audit_lines([{"method": "CANCEL", "result": "cancelled", **tally}])
+        log.info("delete cancelled", extra=tally)
 
     def _parallel(self, func: Callable[[PlannedItem], None], items: list[PlannedItem]) -> None:
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="dsr-delete") as pool:
@@ -278,6 +305,11 @@ class DeleteRun:
         return {"result": item.result, "verified": item.verified, "purge": True, "error": item.error}
 
 
+def audit_location(settings: Settings, request_id: str) -> dict[str, str]:
+    """A delete outcome's ``data.audit``: where its audit lines are (the full list when the outcome was cut)."""
+    return {"container": settings.audit_container, "blob": audit_blob_name(request_id)}
+
+
 def run_delete(
     request: DsrRequest,
     services: Any,
@@ -287,12 +319,13 @@ def run_delete(
     save: Callable[[dict[str, Any]], None] | None = None,
     cancel_requested: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """Plan, then delete and verify. A resumed run keeps its plan: items already deleted answer 204/404
-    (absent) on the second DELETE, so nothing outside the plan is ever touched. ``cancel_requested`` is
-    asked after the plan and before each DELETE: a cancelled run sends no more DELETEs, reads back what it
-    did delete, audits the tally and answers ``cancelled``."""
+    """The delete pipeline: plan → execute → verify → workspace delete → result.
+
+    A resumed run keeps its plan: items already deleted answer 204/404 (absent) on the second DELETE, so
+    nothing outside the plan is ever touched. ``cancel_requested`` is asked after the plan and before each
+    DELETE: a cancelled run sends no more DELETEs, reads back what it did delete, audits the tally and
+    answers ``cancelled``."""
     cancelled = cancel_requested or (lambda: False)
-    skipped = False
     settings = services.settings
     run = DeleteRun(
         request,
@@ -305,62 +338,77 @@ def run_delete(
         max_retry_after=settings.max_retry_after,
         cancel_requested=cancelled,
     )
-    saved = checkpoint.get("delete") if isinstance(checkpoint, dict) else None
-    if saved:
-        plan, phase = restore_plan(saved)
-        log.info("resuming a delete from its saved plan", extra={"planned": len(plan.items), "phase": phase})
-    elif cancelled():
-        plan = DeletePlan()  # cancelled before it began: nothing listed, nothing deleted
-        skipped = True
-    else:
-        plan = run.plan()
-        run._audit([run._line(item, "PLAN", None, "planned", dryRun=request.dryRun) for item in plan.items])
-        if save and not request.dryRun:
-            save({"delete": plan_checkpoint(plan, "planned")})
+    plan, stopped = _plan(run, request, checkpoint, save, cancelled)
     errors = list(plan.errors)
     workspace_deletes: dict[str, Any] = {}
-    stopped = skipped
     if not request.dryRun:
         run.execute(plan)
         stopped = stopped or cancelled()
         if save and not stopped:
             save({"delete": plan_checkpoint(plan, "deleted")})
-        for item in plan.items:
-            item.verified = False
-            if item.result != "failed":
-                item.error = None
-        run._parallel(run._verify_one, [i for i in plan.items if i.result in ("deleted", "absent")])
+        run.verify(plan)
         errors += [i.error for i in plan.items if i.error]
         if stopped:
-            tally = {r: sum(i.result == r for i in plan.items) for r in ("deleted", "absent", "failed")}
-            tally["notAttempted"] = sum(i.result == "planned" for i in plan.items)
-            tally["verified"] = sum(i.verified for i in plan.items)
-            run._audit([{"method": "CANCEL", "result": "cancelled", **tally}])
-            log.info("delete cancelled", extra=tally)
+            run.audit_cancel(plan)
         elif request.deleteWorkspace:
-            target = request.targets[0]
-            if target.resource_id in plan.failed_targets or errors:
-                errors.append(
-                    {
-                        "code": "workspace_delete_skipped",
-                        "kind": "workspace",
-                        "target": target.resource_id,
-                        "message": "the workspace was not deleted because the deletions before it did not all succeed",
-                    }
-                )
-            else:
-                outcome = run.delete_workspace(target)
-                workspace_deletes[target.resource_id] = {k: v for k, v in outcome.items() if k != "error"}
-                if outcome["error"] or not outcome["verified"]:
-                    errors.append(
-                        outcome["error"]
-                        or {
-                            "code": "workspace_still_present",
-                            "kind": "workspace",
-                            "target": target.resource_id,
-                            "message": "the workspace still answers a GET after its purge delete",
-                        }
-                    )
+            errors += _delete_workspace(run, request.targets[0], plan, errors, workspace_deletes)
+    return _result(run, services, plan, errors, workspace_deletes, started_at=started_at, stopped=stopped)
+
+
+def _plan(
+    run: DeleteRun,
+    request: DsrRequest,
+    checkpoint: Any,
+    save: Callable[[dict[str, Any]], None] | None,
+    cancelled: Callable[[], bool],
+) -> tuple[DeletePlan, bool]:
+    """The plan (the saved one of a resumed run, else a new one, audited and saved before any DELETE), and
+    whether the run was cancelled before it began (then nothing is listed and nothing deleted)."""
+    saved = checkpoint.get("delete") if isinstance(checkpoint, dict) else None
+    if saved:
+        plan, phase = restore_plan(saved)
+        log.info("resuming a delete from its saved plan", extra={"planned": len(plan.items), "phase": phase})
+        return plan, False
+    if cancelled():
+        return DeletePlan(), True
+    plan = run.plan()
+    run.audit_plan(plan)
+    if save and not request.dryRun:
+        save({"delete": plan_checkpoint(plan, "planned")})
+    return plan, False
+
+
+def _delete_workspace(
+    run: DeleteRun, target: Target, plan: DeletePlan, errors: list[dict[str, Any]], workspace_deletes: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The workspace's purge delete, only when every deletion before it succeeded: its entry goes into
+    ``workspace_deletes``; the errors it adds are returned (skipped, failed or still present)."""
+    if target.resource_id in plan.failed_targets or errors:
+        return [
+            error_entry(
+                "workspace_delete_skipped",
+                "the workspace was not deleted because the deletions before it did not all succeed",
+                kind="workspace",
+                target=target.resource_id,
+            )
+        ]
+    outcome = run.delete_workspace(target)
+    workspace_deletes[target.resource_id] = {k: v for k, v in outcome.items() if k != "error"}
+    if outcome["error"] or not outcome["verified"]:
+        return [
+            outcome["error"]
+            or error_entry(
+                "workspace_still_present",
+                "the workspace still answers a GET after its purge delete",
+                kind="workspace",
+                target=target.resource_id,
+            )
+        ]
+    return []
+
+
+def _counts(request: DsrRequest, catalog: Catalog, plan: DeletePlan) -> dict[str, dict[str, dict[str, int]]]:
+    """``data.counts``: per workspace that could be listed, per kind asked (and the containers a kind empties)."""
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for target in request.targets:
         if target.resource_id in plan.failed_targets:
@@ -368,8 +416,8 @@ def run_delete(
         per_kind = counts.setdefault(target.resource_id, {})
         for kind in request.kinds:
             per_kind[kind] = {"planned": 0, "deleted": 0, "absent": 0, "failed": 0, "verified": 0}
-            source = services.catalog.kinds[kind].source
-            if services.catalog.kinds[kind].deletesEmptiedContainer and source is not None:
+            source = catalog.kinds[kind].source
+            if catalog.kinds[kind].deletesEmptiedContainer and source is not None:
                 per_kind[source.kind] = {"planned": 0, "deleted": 0, "absent": 0, "failed": 0, "verified": 0}
     for item in plan.items:
         c = counts[item.target.resource_id][item.kind]
@@ -377,9 +425,25 @@ def run_delete(
         if item.result in ("deleted", "absent", "failed"):
             c[item.result] += 1
         c["verified"] += int(item.verified)
+    return counts
+
+
+def _result(
+    run: DeleteRun,
+    services: Any,
+    plan: DeletePlan,
+    errors: list[dict[str, Any]],
+    workspace_deletes: dict[str, Any],
+    *,
+    started_at: str,
+    stopped: bool,
+) -> dict[str, Any]:
+    """The delete's outcome event, capped; what the cap leaves out of it is appended to the audit blob."""
+    request = run.request
     planned = len(plan.items)
     verified = sum(i.verified for i in plan.items)
     ok_targets = len(request.targets) - len(plan.failed_targets)
+    status: FinalStatus
     if stopped:
         status = "cancelled"
     elif not errors:
@@ -390,11 +454,11 @@ def run_delete(
         status = "partially_completed"
     data: dict[str, Any] = {
         "dryRun": request.dryRun,
-        "counts": counts,
+        "counts": _counts(request, services.catalog, plan),
         "errors": errors,
         "startedAt": started_at,
         "completedAt": utc_now(),
-        "audit": {"container": settings.audit_container, "blob": f"{request.requestId}.jsonl"},
+        "audit": audit_location(services.settings, request.requestId),
     }
     listing = [i.as_dict() for i in plan.items[:PLAN_LIMIT_IN_EVENT]]
     data["plan" if request.dryRun else "items"] = listing
@@ -423,5 +487,5 @@ def run_delete(
         left_out = [{"method": "ERROR", "error": e} for e in errors[listed["errors"] :]]
         left_out += [{"method": "REVIEW", "review": r} for r in plan.review[listed["review"] :]]
         if left_out:
-            run._audit(left_out)
+            run.audit_lines(left_out)
     return capped

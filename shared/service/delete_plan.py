@@ -18,6 +18,7 @@ import shared.telemetry as telemetry
 from shared.domain.catalog import Catalog, Kind, matches_where
 from shared.domain.contract import DsrRequest, Target
 from shared.domain.errors import AzureMLError, InvalidIdError, NotFoundError
+from shared.domain.outcome import error_entry
 from shared.domain.subject import SubjectMatcher
 from shared.ports import AzureML
 from shared.service.listing import Endpoints, list_records, record_id, url_for, workspace_problem
@@ -93,7 +94,7 @@ class DeletePlanner:
                 problem = (exc.code, f"the workspace could not be read: {exc.message}")  # our words, see errors.py
             if problem:
                 plan.failed_targets.add(target.resource_id)
-                plan.errors.append({"code": problem[0], "message": problem[1], "kind": "workspace", "target": target.resource_id})
+                plan.errors.append(error_entry(problem[0], problem[1], kind="workspace", target=target.resource_id))
                 continue
             listed: dict[str, _Listing] = {}
             for kind_name in self.request.kinds:
@@ -112,9 +113,7 @@ class DeletePlanner:
                     try:
                         url = self._item_url(kind, target, bindings, record, rid)
                     except InvalidIdError as exc:  # '.' or '..': never sent, reported
-                        plan.errors.append(
-                            {"code": exc.code, "message": exc.message, "kind": kind_name, "target": target.resource_id}
-                        )
+                        plan.errors.append(error_entry(exc.code, exc.message, kind=kind_name, target=target.resource_id))
                         continue
                     plan.items.append(PlannedItem(target=target, kind=kind_name, id=rid, url=url))
                     planned.setdefault(bindings, []).append(rid)
@@ -149,9 +148,7 @@ class DeletePlanner:
                 try:
                     url = url_for(self.catalog, self.endpoints, kind, kind.list, target, dict(bindings), listing=True)
                 except InvalidIdError as exc:  # a parent named '.' or '..': never sent, reported
-                    plan.errors.append(
-                        {"code": exc.code, "message": exc.message, "kind": kind_name, "target": target.resource_id}
-                    )
+                    plan.errors.append(error_entry(exc.code, exc.message, kind=kind_name, target=target.resource_id))
                     continue
                 lists.append((bindings, url))
         else:
@@ -171,14 +168,13 @@ class DeletePlanner:
                 if not bindings:
                     out.failed.add(bindings)
                     plan.errors.append(
-                        {"code": "list_not_found", "message": "the list endpoint answered 404", "kind": kind_name,
-                         "target": target.resource_id}
-                    )  # fmt: skip
+                        error_entry("list_not_found", "the list endpoint answered 404", kind=kind_name, target=target.resource_id)
+                    )
                 # a parent gone since it was listed has nothing left under it
             except AzureMLError as exc:
                 out.failed.add(bindings)
                 message = f"listing failed: {exc.message}"
-                plan.errors.append({"code": exc.code, "message": message, "kind": kind_name, "target": target.resource_id})
+                plan.errors.append(error_entry(exc.code, message, kind=kind_name, target=target.resource_id))
         return out
 
     def _plan_containers(

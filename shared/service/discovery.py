@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from shared.domain.contract import Discover, Target
 from shared.domain.errors import BadResponseError, PermanentError
+from shared.domain.outcome import error_entry
 from shared.ports import AzureML
 
 log = logging.getLogger("dsr.discovery")
@@ -78,7 +79,7 @@ class Discovery:
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
-    return {"code": code, "message": message, "kind": "discovery", "target": None}
+    return error_entry(code, message, kind="discovery", target=None)
 
 
 def target_of(row: Any) -> Target | None:

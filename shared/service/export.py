@@ -26,10 +26,11 @@ import shared.telemetry as telemetry
 from shared.domain.catalog import Catalog, matches_where
 from shared.domain.contract import DsrRequest, Target
 from shared.domain.errors import AzureMLError, BadResponseError, InvalidIdError, NotFoundError, UntrustedUrlError
-from shared.domain.scrub import ScrubCounts
+from shared.domain.outcome import error_entry
+from shared.domain.scrub import ScrubCounts, scrub_record
 from shared.domain.subject import SubjectMatcher
 from shared.ports import AzureML, BundleStore
-from shared.service.bundle import FileEntry, scrub_record
+from shared.service.bundle import FileEntry
 from shared.service.checkpoint import ErrorState, ExportCheckpoint, TargetState, decode_pending, encode_pending
 from shared.service.export_writer import ExportWriter
 from shared.service.listing import Endpoints, record_id, workspace_problem
@@ -48,7 +49,7 @@ class ErrorRecord:
     target: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "kind": self.kind, "target": self.target}
+        return error_entry(self.code, self.message, kind=self.kind, target=self.target)
 
 
 @dataclass

@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shared.domain.contract import Target
-from shared.domain.scrub import ScrubCounts
+from shared.domain.scrub import ScrubCounts, scrub_record
 from shared.domain.urls import strip_query
 from shared.ports import BundleStore
-from shared.service.bundle import FileEntry, JsonlWriter, block_ids, jsonl_name, scrub_record
+from shared.service.bundle import FileEntry, JsonlWriter, block_ids, jsonl_name
 from shared.service.checkpoint import FileState
 
 

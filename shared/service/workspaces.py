@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.domain.contract import DsrRequest
-from shared.domain.outcome import outcome_event, utc_now
+from shared.domain.outcome import error_entry, outcome_event, utc_now
 from shared.service.bundle import bundle_prefix, manifest_name
-from shared.service.delete import PLAN_LIMIT_IN_EVENT, run_delete
+from shared.service.delete import PLAN_LIMIT_IN_EVENT, audit_location, run_delete
 from shared.service.export import ExportResult, ExportTraversal
 from shared.service.listing import Endpoints
 from shared.service.report import READABLE_STATUSES, write_readable_export
@@ -117,7 +117,7 @@ def failed_part(code: str, message: str, workspace: str) -> dict[str, Any]:
         "data": {
             "status": "failed",
             "counts": {},
-            "errors": [{"code": code, "message": message, "kind": "workspace", "target": workspace}],
+            "errors": [error_entry(code, message, kind="workspace", target=workspace)],
         }
     }
 
@@ -275,7 +275,7 @@ def _finish_delete(
         "errors": errors,
         "startedAt": started_at,
         "completedAt": utc_now(),
-        "audit": {"container": services.settings.audit_container, "blob": f"{request.requestId}.jsonl"},
+        "audit": audit_location(services.settings, request.requestId),
         listing_name: listing[:PLAN_LIMIT_IN_EVENT],
     }
     if len(listing) > PLAN_LIMIT_IN_EVENT or any(part.get("itemsTruncated") for _, part in parts):

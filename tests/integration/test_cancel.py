@@ -15,19 +15,22 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.blob import BlobStateBackend, blob_service
+from shared.bootstrap import build_services
 from shared.domain.outcome import EXIT_CODES
 from shared.service.processor import handle
+from shared.service.state import StateStore
 from shared.service.status import cancel_request, request_status
-from tests.support.bundles import RecordingPublisher, blob_container
+from shared.settings import load_settings
+from tests.support.bundles import DEMO_TARGET, RecordingPublisher, audit_lines, blob_container
+from tools.emulator import SECOND_LOCATION, SECOND_WORKSPACE
 
 pytestmark = pytest.mark.integration
 DSR = str(Path(sys.executable).with_name("dsr"))
+TWO_WORKSPACES = [DEMO_TARGET, {**DEMO_TARGET, "workspace": SECOND_WORKSPACE, "location": SECOND_LOCATION}]
 
 
 def slow_services(monkeypatch: pytest.MonkeyPatch, emulator: Any, publisher: RecordingPublisher) -> Any:
-    from shared.bootstrap import build_services
-    from shared.settings import load_settings
-
     emulator.configure(latency_ms=120)
     monkeypatch.setenv("DSR_CONCURRENCY", "1")
     monkeypatch.setenv("DSR_CHECKPOINT_SECONDS", "0.2")
@@ -56,11 +59,20 @@ def wait_for(condition: Callable[[], bool], what: str, seconds: float = 60.0) ->
 
 
 def other_instance(services: Any) -> Any:
-    from shared.adapters.blob import BlobStateBackend, blob_service
-    from shared.service.state import StateStore
-
     settings = services.settings
     return StateStore(BlobStateBackend(blob_service(settings, None), settings.state_container), lease_seconds=30)
+
+
+def cancel_once_deleting(body: dict[str, Any], services: Any, emulator: Any) -> dict[str, Any]:
+    """Run the delete in the background, cancel it from another instance once its first DELETE is sent, and
+    return its outcome."""
+    thread, box = run_in_background(body, services)
+    store = other_instance(services)
+    wait_for(lambda: any(r["method"] == "DELETE" for r in emulator.requests()), "a first DELETE")
+    assert cancel_request(store, body["requestId"])[0] == 202
+    thread.join(60)
+    assert "error" not in box, box.get("error")
+    return dict(box["event"])
 
 
 def test_cancel_during_an_export_stops_it_and_leaves_no_bundle(monkeypatch, emulator, dsr_env, make_request, publisher):
@@ -105,14 +117,8 @@ def test_cancel_during_a_delete_stops_sending_deletes_and_audits_what_was_done(
     # GIVEN a delete of every deletable kind running slowly
     services = slow_services(monkeypatch, emulator, publisher)
     body = make_request(operation="delete")
-    thread, box = run_in_background(body, services)
-    store = other_instance(services)
-    wait_for(lambda: any(r["method"] == "DELETE" for r in emulator.requests()), "a first DELETE")
     # WHEN it is cancelled once the DELETEs have begun
-    assert cancel_request(store, body["requestId"])[0] == 202
-    thread.join(60)
-    assert "error" not in box, box.get("error")
-    event = box["event"]
+    event = cancel_once_deleting(body, services, emulator)
     # THEN it answers cancelled, having deleted some items and not touched the rest
     assert event["type"] == "aml.dsr.delete.cancelled"
     items = event["data"]["items"]
@@ -124,8 +130,7 @@ def test_cancel_during_a_delete_stops_sending_deletes_and_audits_what_was_done(
     # AND what it did delete was read back and proved gone
     assert all(i["verified"] for i in done)
     # AND the audit log holds each DELETE it sent and a CANCEL line with the tally
-    raw = blob_container(dsr_env, "DSR_AUDIT_CONTAINER").download_blob(f"{body['requestId']}.jsonl").readall()
-    lines = [json.loads(line) for line in raw.splitlines()]
+    lines = audit_lines(dsr_env, body["requestId"])
     assert sum(line.get("method") == "DELETE" for line in lines) == len(done)
     (cancel,) = [line for line in lines if line.get("method") == "CANCEL"]
     assert cancel["notAttempted"] == len(untouched)
@@ -167,11 +172,8 @@ def test_dsr_status_and_cancel_print_one_document_and_exit_by_answer(dsr_env, ma
 
 def test_cancel_reaches_every_workspace_of_a_fanned_out_export(monkeypatch, emulator, dsr_env, make_request, publisher):
     # GIVEN an export of two workspaces, each a child with its own state, running slowly side by side
-    from tests.support.bundles import DEMO_TARGET
-    from tools.emulator import SECOND_LOCATION, SECOND_WORKSPACE
-
     services = slow_services(monkeypatch, emulator, publisher)
-    body = make_request(targets=[DEMO_TARGET, {**DEMO_TARGET, "workspace": SECOND_WORKSPACE, "location": SECOND_LOCATION}])
+    body = make_request(targets=TWO_WORKSPACES)
     thread, box = run_in_background(body, services)
     store = other_instance(services)
     children = [f"{body['requestId']}:ws:{i}" for i in (0, 1)]
@@ -195,20 +197,11 @@ def test_cancel_reaches_every_workspace_of_a_fanned_out_export(monkeypatch, emul
 def test_cancel_of_a_fanned_out_delete_stops_its_workspaces_and_audits_them(
     monkeypatch, emulator, dsr_env, make_request, publisher
 ):
-    from tests.support.bundles import DEMO_TARGET
-    from tools.emulator import SECOND_LOCATION, SECOND_WORKSPACE
-
+    # GIVEN a delete of two workspaces, each a child, running slowly side by side
     services = slow_services(monkeypatch, emulator, publisher)
-    body = make_request(
-        operation="delete", targets=[DEMO_TARGET, {**DEMO_TARGET, "workspace": SECOND_WORKSPACE, "location": SECOND_LOCATION}]
-    )
-    thread, box = run_in_background(body, services)
-    store = other_instance(services)
-    wait_for(lambda: any(r["method"] == "DELETE" for r in emulator.requests()), "a first DELETE")
-    assert cancel_request(store, body["requestId"])[0] == 202
-    thread.join(60)
-    assert "error" not in box, box.get("error")
-    event = box["event"]
+    body = make_request(operation="delete", targets=TWO_WORKSPACES)
+    # WHEN the request is cancelled once the DELETEs have begun
+    event = cancel_once_deleting(body, services, emulator)
     # THEN the one outcome is cancelled, lists what was deleted (proved gone) and what was never sent
     assert event["type"] == "aml.dsr.delete.cancelled"
     items = event["data"]["items"]
@@ -217,7 +210,6 @@ def test_cancel_of_a_fanned_out_delete_stops_its_workspaces_and_audits_them(
     assert any(i["result"] == "planned" for i in items)
     assert len([r for r in emulator.requests() if r["method"] == "DELETE"]) == len(done)
     # AND every workspace's part audited its CANCEL line
-    raw = blob_container(dsr_env, "DSR_AUDIT_CONTAINER").download_blob(f"{body['requestId']}.jsonl").readall()
-    cancels = [line for line in map(json.loads, raw.splitlines()) if line.get("method") == "CANCEL"]
+    cancels = [line for line in audit_lines(dsr_env, body["requestId"]) if line.get("method") == "CANCEL"]
     assert len(cancels) == 2
     assert sum(c["deleted"] + c["absent"] for c in cancels) == len(done)

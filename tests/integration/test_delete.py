@@ -9,7 +9,7 @@ import pytest
 
 from shared.domain.contract import DELETE_KINDS
 from shared.service.processor import handle
-from tests.support.bundles import DEMO_TARGET, blob_container
+from tests.support.bundles import DEMO_TARGET, audit_lines
 
 pytestmark = pytest.mark.integration
 RESOURCE_ID = (
@@ -20,11 +20,6 @@ RESOURCE_ID = (
 
 def _deletes(emulator: Any) -> list[dict[str, Any]]:
     return [r for r in emulator.requests() if r["method"] == "DELETE"]
-
-
-def _audit_lines(env: dict[str, str], request_id: str) -> list[dict[str, Any]]:
-    raw = blob_container(env, "DSR_AUDIT_CONTAINER").download_blob(f"{request_id}.jsonl").readall()
-    return [json.loads(line) for line in raw.splitlines()]
 
 
 def test_dry_run_names_every_planned_item_and_deletes_nothing(services, dsr_env, emulator, make_request):
@@ -87,7 +82,7 @@ def test_a_redelivered_delete_request_repeats_its_outcome_and_no_call(services, 
     assert second == first and second["data"]["status"] == "completed"
     assert [e["id"] for e in publisher.events] == [first["id"], first["id"]]
     assert emulator.requests() == [], "a finished request makes no Azure ML call"
-    lines = _audit_lines(dsr_env, body["requestId"])
+    lines = audit_lines(dsr_env, body["requestId"])
     planned = first["data"]["counts"][RESOURCE_ID]["assets"]["planned"]
     assert planned > 0
     assert len([line for line in lines if line["method"] == "DELETE"]) == planned
@@ -97,9 +92,9 @@ def test_a_redelivered_delete_request_repeats_its_outcome_and_no_call(services, 
 def test_the_audit_blob_is_only_ever_appended_to(services, dsr_env, emulator, make_request):
     body = make_request(operation="delete", resourceKinds=["images"], dryRun=True)
     handle(json.dumps(body), services)
-    first = _audit_lines(dsr_env, body["requestId"])
+    first = audit_lines(dsr_env, body["requestId"])
     services.audit().append(body["requestId"], [{"note": "appended later"}])
-    second = _audit_lines(dsr_env, body["requestId"])
+    second = audit_lines(dsr_env, body["requestId"])
     assert second[: len(first)] == first and second[-1] == {"note": "appended later"}
 
 
@@ -107,7 +102,7 @@ def test_audit_has_one_line_per_action(services, dsr_env, emulator, make_request
     emulator_before = emulator.expected_ids()["images"]
     body = make_request(operation="delete", resourceKinds=["images"])
     handle(json.dumps(body), services)
-    lines = _audit_lines(dsr_env, body["requestId"])
+    lines = audit_lines(dsr_env, body["requestId"])
     images = {line["id"] for line in lines if line["method"] == "PLAN"}
     assert images == emulator_before
     for method in ("PLAN", "DELETE", "GET"):

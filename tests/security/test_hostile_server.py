@@ -20,8 +20,9 @@ import pytest
 from shared.adapters.aml_http import AzureMLHttp
 from shared.domain.errors import UnreadableResponseError
 from shared.service.delete import ARM_TERMINAL, Poller
+from shared.service.processor import handle
 from tests.security.test_ssrf import policy_for
-from tests.support.bundles import DEMO_TARGET, read_bundle
+from tests.support.bundles import DEMO_TARGET, app_services, blob_container, read_bundle
 from tests.support.loopback import FakeCredential, LoopbackServer, Reply, Seen
 
 MIB = 1024 * 1024
@@ -166,13 +167,6 @@ def test_an_lro_asking_for_a_huge_retry_after_ends_at_its_deadline():
 # -- through the real pipeline: emulator behind a tampering proxy ----------------------------------------------------------
 
 
-def _services(publisher: Any) -> Any:
-    from shared.bootstrap import build_services
-    from shared.settings import load_settings
-
-    return build_services(load_settings(), publishers=[publisher])
-
-
 def models_list(seen: Seen) -> bool:
     return seen.method == "GET" and "/models?" in seen.path
 
@@ -201,14 +195,12 @@ def tight(monkeypatch: pytest.MonkeyPatch) -> None:
     ids=["endless", "trickling", "deep"],
 )
 def test_an_export_reports_a_hostile_page_for_its_kind_and_finishes_the_rest(proxy, tight, make_request, publisher, answer, code):
-    from shared.service.processor import handle
-
     # GIVEN the models list answers with a hostile body
     proxy.intercept = lambda seen: answer() if models_list(seen) else None
     tracemalloc.start()
     try:
         # WHEN an export of models and computes runs
-        event = handle(json.dumps(make_request(resourceKinds=["models", "computes"])), _services(publisher))
+        event = handle(json.dumps(make_request(resourceKinds=["models", "computes"])), app_services(publisher))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -223,8 +215,6 @@ def test_an_export_reports_a_hostile_page_for_its_kind_and_finishes_the_rest(pro
 
 @pytest.mark.integration
 def test_nan_and_infinity_reach_the_bundle_as_null_and_it_parses_strictly(proxy, dsr_env, make_request, publisher):
-    from shared.service.processor import handle
-
     def tamper(seen: Seen, reply: Reply) -> Reply:
         if models_list(seen) and reply.status == 200:
             body = json.loads(reply.body)
@@ -236,13 +226,11 @@ def test_nan_and_infinity_reach_the_bundle_as_null_and_it_parses_strictly(proxy,
 
     proxy.tamper = tamper
     request = make_request(resourceKinds=["models"])
-    event = handle(json.dumps(request), _services(publisher))
+    event = handle(json.dumps(request), app_services(publisher))
     assert event["data"]["status"] == "completed"
     manifest, files = read_bundle(dsr_env, request["requestId"])
     strict = {"parse_constant": lambda c: pytest.fail(f"{c} in a bundle")}
     for entry in manifest["files"]:
-        from tests.support.bundles import blob_container
-
         raw = blob_container(dsr_env).download_blob(entry["name"]).readall()
         lines = [json.loads(line, **strict) for line in raw.splitlines() if line]
         assert lines and all(line["data"]["accuracy"] is None and line["data"]["loss"] is None for line in lines)
@@ -252,8 +240,6 @@ def test_nan_and_infinity_reach_the_bundle_as_null_and_it_parses_strictly(proxy,
 @pytest.mark.integration
 @pytest.mark.parametrize("bad_id", ["..", ".", "%2E%2E"])
 def test_a_dot_id_is_refused_and_never_sent(proxy, make_request, publisher, bad_id):
-    from shared.service.processor import handle
-
     def tamper(seen: Seen, reply: Reply) -> Reply:
         if models_list(seen) and reply.status == 200:
             body = json.loads(reply.body)
@@ -264,7 +250,7 @@ def test_a_dot_id_is_refused_and_never_sent(proxy, make_request, publisher, bad_
 
     proxy.tamper = tamper
     body = make_request(operation="delete", resourceKinds=["models"])
-    event = handle(json.dumps(body), _services(publisher))
+    event = handle(json.dumps(body), app_services(publisher))
     # THEN the id is reported as invalid_id, and no request ever had a dot segment (encoded or not)
     assert "invalid_id" in {e["code"] for e in event["data"]["errors"]}
     for seen in proxy.seen:
@@ -275,8 +261,6 @@ def test_a_dot_id_is_refused_and_never_sent(proxy, make_request, publisher, bad_
 
 @pytest.mark.integration
 def test_a_next_link_to_another_workspace_on_the_same_host_is_not_followed(proxy, make_request, publisher):
-    from shared.service.processor import handle
-
     other = (
         f"/mms/westeurope/api/subscriptions/{DEMO_TARGET['subscriptionId']}/resourceGroups/rg-other"
         "/providers/Microsoft.MachineLearningServices/workspaces/ws-other/models"
@@ -290,15 +274,13 @@ def test_a_next_link_to_another_workspace_on_the_same_host_is_not_followed(proxy
         return reply
 
     proxy.tamper = tamper
-    event = handle(json.dumps(make_request(resourceKinds=["models"])), _services(publisher))
+    event = handle(json.dumps(make_request(resourceKinds=["models"])), app_services(publisher))
     assert ("untrusted_url", "models") in {(e["code"], e["kind"]) for e in event["data"]["errors"]}
     assert not any("ws-other" in s.path for s in proxy.seen)
 
 
 @pytest.mark.integration
 def test_a_purge_whose_operation_never_ends_is_reported_as_lro_timeout(proxy, tight, make_request, publisher):
-    from shared.service.processor import handle
-
     # GIVEN the workspace purge is accepted, then its operation stays InProgress asking for 999999 s waits
     def intercept(seen: Seen) -> Reply | None:
         if seen.method == "DELETE" and "/workspaces/" in seen.path and "/models" not in seen.path and "/arm/" in seen.path:
@@ -311,7 +293,7 @@ def test_a_purge_whose_operation_never_ends_is_reported_as_lro_timeout(proxy, ti
     body = make_request(
         operation="delete", resourceKinds=["models"], deleteWorkspace=True, confirmWorkspace=DEMO_TARGET["workspace"]
     )
-    event = handle(json.dumps(body), _services(publisher))
+    event = handle(json.dumps(body), app_services(publisher))
     # THEN the poll ended at DSR_LRO_DEADLINE_SECONDS with lro_timeout, not after 999999 s
     assert ("lro_timeout", "workspace") in {(e["code"], e["kind"]) for e in event["data"]["errors"]}
     assert any("/arm/operations/never" in s.path for s in proxy.seen)
@@ -319,8 +301,6 @@ def test_a_purge_whose_operation_never_ends_is_reported_as_lro_timeout(proxy, ti
 
 @pytest.mark.integration
 def test_a_subject_request_never_purges_a_workspace(proxy, make_request, publisher):
-    from shared.service.processor import handle
-
     body = make_request(
         operation="delete",
         scope="subject",
@@ -328,7 +308,7 @@ def test_a_subject_request_never_purges_a_workspace(proxy, make_request, publish
         deleteWorkspace=True,
         confirmWorkspace=DEMO_TARGET["workspace"],
     )
-    event = handle(json.dumps(body), _services(publisher))
+    event = handle(json.dumps(body), app_services(publisher))
     assert event["data"]["status"] == "rejected"
     assert [(e["code"], e["field"]) for e in event["data"]["errors"]] == [("workspace_delete_subject_scope", "deleteWorkspace")]
     assert proxy.seen == []
@@ -336,12 +316,10 @@ def test_a_subject_request_never_purges_a_workspace(proxy, make_request, publish
 
 @pytest.mark.integration
 def test_a_dry_run_with_delete_workspace_lists_the_purge(proxy, make_request, publisher):
-    from shared.service.processor import handle
-
     body = make_request(
         operation="delete", resourceKinds=["models"], dryRun=True, deleteWorkspace=True, confirmWorkspace=DEMO_TARGET["workspace"]
     )
-    event = handle(json.dumps(body), _services(publisher))
+    event = handle(json.dumps(body), app_services(publisher))
     planned = [p for p in event["data"]["plan"] if p["kind"] == "workspace"]
     assert len(planned) == 1 and planned[0]["result"] == "planned"
     [purge] = event["data"]["workspaceDeletes"].values()

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from shared.service.processor import handle
-from tests.support.bundles import DEMO_TARGET, blob_container
+from tests.support.bundles import DEMO_TARGET, app_services, blob_container
 from tests.support.loopback import Reply, Seen
 
 pytestmark = pytest.mark.integration
@@ -38,18 +37,11 @@ def reader_only(seen: Seen) -> Reply | None:
     return None
 
 
-def _services(publisher: Any) -> Any:
-    from shared.bootstrap import build_services
-    from shared.settings import load_settings
-
-    return build_services(load_settings(), publishers=[publisher])
-
-
 def test_an_export_needs_only_read_rights(proxy, emulator, dsr_env, make_request, publisher):
     # GIVEN an identity that may only read
     proxy.intercept = reader_only
     # WHEN a full export runs
-    event = handle(json.dumps(make_request()), _services(publisher))
+    event = handle(json.dumps(make_request()), app_services(publisher))
     # THEN it completes, and it never asked for anything but GET
     assert event["data"]["status"] == "completed", event["data"]["errors"]
     assert {s.method for s in proxy.seen} == {"GET"}
@@ -62,7 +54,7 @@ def test_a_delete_without_delete_rights_fails_per_item_with_a_code(proxy, emulat
     v2 = emulator.expected_deletables()
     # WHEN a delete (with a confirmed workspace purge) runs
     body = make_request(operation="delete", deleteWorkspace=True, confirmWorkspace=DEMO_TARGET["workspace"])
-    event = handle(json.dumps(body), _services(publisher))
+    event = handle(json.dumps(body), app_services(publisher))
     # THEN nothing is gone, the outcome is a coded failure, and each item names its own `forbidden` error
     assert event["type"] == "aml.dsr.delete.failed"
     planned = sum(len(before[k]) for k in ("models", "assets", "images", "services"))

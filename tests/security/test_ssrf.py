@@ -18,6 +18,8 @@ from shared.domain.errors import BadResponseError, UntrustedUrlError
 from shared.domain.urls import UrlPolicy
 from shared.service.delete import ARM_TERMINAL, MMS_TERMINAL, Poller
 from shared.service.listing import list_records
+from shared.service.processor import handle
+from tests.support.bundles import DEMO_TARGET, app_services
 from tests.support.loopback import FakeCredential, LoopbackServer, Reply, Seen
 
 CATALOG = load_catalog()
@@ -196,13 +198,6 @@ def test_proxy_settings_in_the_environment_do_not_reroute_the_token(attacker, mo
 # -- end to end: a real export and delete with the emulator behind a tampering proxy ----------------------------------
 
 
-def _services(publisher: Any) -> Any:
-    from shared.bootstrap import build_services
-    from shared.settings import load_settings
-
-    return build_services(load_settings(), publishers=[publisher])
-
-
 def next_link_to(attacker: LoopbackServer) -> Any:
     """Tamper: the first page of the models list hands out a nextLink to the attacker."""
 
@@ -232,11 +227,9 @@ def status_urls_to(attacker: LoopbackServer) -> Any:
 
 @pytest.mark.integration
 def test_an_export_refuses_a_foreign_next_link_and_reports_it(proxy, attacker, make_request, publisher):
-    from shared.service.processor import handle
-
     # WHEN an export runs and one list page hands out a nextLink to another origin
     proxy.tamper = next_link_to(attacker)
-    event = handle(json.dumps(make_request(resourceKinds=["models", "computes"])), _services(publisher))
+    event = handle(json.dumps(make_request(resourceKinds=["models", "computes"])), app_services(publisher))
     # THEN that kind fails with a coded error, the rest completes, and the attacker saw nothing
     assert proxy.seen, "the export did not go through the proxy: the test would prove nothing"
     codes = {(e["code"], e["kind"]) for e in event["data"]["errors"]}
@@ -247,16 +240,13 @@ def test_an_export_refuses_a_foreign_next_link_and_reports_it(proxy, attacker, m
 
 @pytest.mark.integration
 def test_a_workspace_purge_refuses_foreign_status_urls(proxy, attacker, make_request, publisher, monkeypatch):
-    from shared.service.processor import handle
-    from tests.support.bundles import DEMO_TARGET
-
     # WHEN a workspace purge is accepted with status URLs (Location, Azure-AsyncOperation) on another origin
     monkeypatch.setenv("DSR_LRO_DEADLINE_SECONDS", "1")
     proxy.tamper = status_urls_to(attacker)
     body = make_request(
         operation="delete", resourceKinds=["models"], deleteWorkspace=True, confirmWorkspace=DEMO_TARGET["workspace"]
     )
-    event = handle(json.dumps(body), _services(publisher))
+    event = handle(json.dumps(body), app_services(publisher))
     # THEN the purge DELETE went out, its status URLs were never called, and the outcome rests on the
     # read-back of the workspace through the allowed origin
     assert any(s.method == "DELETE" and "/arm/" in s.path for s in proxy.seen)

@@ -136,7 +136,7 @@ def forward(upstream: str, seen: Seen, host: str) -> Reply:
 
 
 class FakeCredential:
-    """A token source (``shared.adapters.aml_http.TokenSource``) that counts how often it is asked."""
+    """A token source (``shared.ports.TokenSource``) that counts how often it is asked."""
 
     def __init__(self, token: str = "TOKEN-0123456789abcdef") -> None:
         self.token = token

@@ -231,3 +231,36 @@ def test_a_resumed_delete_keeps_its_plan_and_only_sends_what_is_left():
     # THEN the schedule is not sent again and the rest goes in order
     assert not any("/schedules/" in path for path in fake.deletes())
     assert all(i.result == "deleted" for i in plan.items)
+
+
+def test_the_read_back_verifies_only_what_answers_404_and_names_what_is_still_there():
+    # GIVEN the workspace deleted level by level, and one job back afterwards (a DELETE that did not hold)
+    fake = FakeArm()
+    _workspace(fake)
+    run, plan, audit = _run(fake, _request(V2_DELETE))
+    run.execute(plan)
+    back = fake.add("jobs/j1", JOHN_UPN)
+    # WHEN the plan is read back
+    run.verify(plan)
+    # THEN every other item is verified, the job carries still_present, and each read-back is audited
+    assert [(i.id, (i.error or {}).get("code")) for i in plan.items if not i.verified] == [(back, "still_present")]
+    gets = [line for line in audit.lines if line["method"] == "GET"]
+    assert len(gets) == len(plan.items)
+    assert sorted(line["result"] for line in gets).count("still_present") == 1
+
+
+def test_a_cancelled_run_sends_no_more_deletes_and_audits_its_tally():
+    # GIVEN a delete that is cancelled once its first DELETE went out
+    fake = FakeArm()
+    _workspace(fake)
+    run, plan, audit = _run(fake, _request(V2_DELETE))
+    run.cancel_requested = lambda: bool(fake.deletes())
+    # WHEN it runs, is read back and audits the cancel
+    run.execute(plan)
+    run.verify(plan)
+    run.audit_cancel(plan)
+    # THEN only the first level's schedule was deleted (and verified), the rest was never sent
+    assert len(fake.deletes()) == 1
+    (cancel,) = [line for line in audit.lines if line["method"] == "CANCEL"]
+    assert (cancel["deleted"], cancel["verified"], cancel["failed"]) == (1, 1, 0)
+    assert cancel["notAttempted"] == len(plan.items) - 1

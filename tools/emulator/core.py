@@ -295,6 +295,11 @@ class EmulatorCore(ArmV2Routes, ResourceGraphRoutes):
                 if drawn is not None:
                     fault = drawn
                     resp = self._fault(req, style, drawn, location)
+                    if resp.status == 429:  # not the bucket's 429: it tells the bucket's real count, where counts are told
+                        resp.headers.pop("x-ms-ratelimit-remaining-subscription-reads", None)
+                        resp.headers.pop("x-ms-ratelimit-remaining-subscription-deletes", None)
+                        if (family == "arm" or config.rate_headers) and not resource_graph:
+                            self._remaining_headers(req, resp, bucket)
                 elif not authorized:
                     resp = self._unauthorized(req)
                 else:
