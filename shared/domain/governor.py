@@ -31,6 +31,7 @@ Pure logic: the clock and the sleep are injected, so tests drive it with a fake 
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -58,16 +59,24 @@ def remaining_from_headers(headers: Mapping[str, str] | None, scope: str = "") -
     return found
 
 
+@functools.lru_cache(maxsize=32)
+def _family_patterns(endpoints: tuple[tuple[str, str], ...]) -> list[tuple[str, re.Pattern[str]]]:
+    """Each endpoint family's URL prefix as a pattern (``{location}`` matching any one label), built once."""
+    patterns = []
+    for family, template in endpoints:
+        t = urlsplit(template.replace("{location}", "LOCATION"))
+        patterns.append((family, re.compile(re.escape(f"{t.netloc}{t.path.rstrip('/')}".lower()).replace("location", "[^/.]+"))))
+    return patterns
+
+
 def limiter_key(url: str, endpoints: Mapping[str, str]) -> str:
     """Which limit a call counts against: ``family|host|path prefix`` of the endpoint family serving it
     (``{location}`` filled from the URL), and for ARM the subscription in the path."""
     parts = urlsplit(url)
     here = f"{parts.netloc}{parts.path}".lower()
     best = ("", "")
-    for family, template in endpoints.items():
-        t = urlsplit(template.replace("{location}", "LOCATION"))
-        pattern = re.escape(f"{t.netloc}{t.path.rstrip('/')}".lower()).replace("location", "[^/.]+")
-        found = re.match(pattern, here)
+    for family, pattern in _family_patterns(tuple(endpoints.items())):
+        found = pattern.match(here)
         if found and len(found.group(0)) > len(best[1]):
             best = (family, found.group(0))
     family, prefix = best
