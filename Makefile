@@ -35,7 +35,7 @@ test: setup browser
 
 # The pure tests: no Node, no Azurite, no emulator process (well under 20 s).
 test-fast: $(VENV)/.stamp
-	$(BIN)/python -m pytest -q -m "not integration" tests/unit tests/infra
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 -m "not integration" tests/unit tests/infra
 
 # What CI enforces before the tests: lint, format, strict types, the fast tests.
 check: $(VENV)/.stamp
