@@ -10,21 +10,32 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.domain.contract import Target
-from shared.domain.scrub import REDACTED, scrub_record, scrub_secrets
 from shared.ports import BlockBlob
 
-__all__ = ["REDACTED", "FileEntry", "JsonlWriter", "block_ids", "scrub_record", "scrub_secrets"]
+__all__ = ["BLOCK_BYTES", "FileEntry", "JsonlWriter", "block_id", "block_ids", "commit_blocks"]
 
 BLOCK_BYTES = 4 * 1024 * 1024
 
 
 def block_ids(count: int) -> list[str]:
     """The ids of a file's first ``count`` blocks: they follow from their index, so a checkpoint holds a count."""
-    return [_block_id(i) for i in range(count)]
+    return [block_id(i) for i in range(count)]
 
 
-def _block_id(index: int) -> str:
+def block_id(index: int) -> str:
     return base64.b64encode(f"{index:08d}".encode()).decode()
+
+
+def commit_blocks(blob: BlockBlob, blocks: list[str], rest: bytes) -> None:
+    """Make a block blob visible: what never filled a block is one Put Blob (empty files too), not stage +
+    commit; otherwise ``rest`` (if any) is staged as the last block and the list committed."""
+    if not blocks:
+        blob.upload(rest)
+        return
+    if rest:
+        blocks.append(block_id(len(blocks)))
+        blob.stage(blocks[-1], rest)
+    blob.commit(blocks)
 
 
 def bundle_prefix(request_id: str) -> str:
@@ -110,21 +121,15 @@ class JsonlWriter:
                 self._stage()
 
     def _stage(self) -> None:
-        block_id = _block_id(len(self._blocks))
-        self._blob.stage(block_id, bytes(self._buffer))
-        self._blocks.append(block_id)
+        self._blocks.append(block_id(len(self._blocks)))
+        self._blob.stage(self._blocks[-1], bytes(self._buffer))
         self._buffer = bytearray()
 
     def close(self) -> FileEntry:
         with self._lock:
             if self._closed is None:
-                if not self._blocks:  # all of it fits in one block (empty files too): one call, not two
-                    self._blob.upload(bytes(self._buffer))
-                    self._buffer = bytearray()
-                else:
-                    if self._buffer:
-                        self._stage()
-                    self._blob.commit(self._blocks)
+                commit_blocks(self._blob, self._blocks, bytes(self._buffer))
+                self._buffer = bytearray()
                 digest = self._sha.hexdigest()
                 if self._resumed:
                     digest, size = self._blob.digest()

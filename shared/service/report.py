@@ -11,7 +11,6 @@ downloaded a second time.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import zipfile
@@ -23,12 +22,12 @@ from typing import Any, Protocol
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from shared.ports import BlockBlob, BundleStore
+from shared.service.bundle import BLOCK_BYTES, block_id, commit_blocks
 from shared.settings import Settings
 
 log = logging.getLogger("dsr.report")
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-BLOCK_BYTES = 4 * 1024 * 1024
 RECORDS_PER_FILE_ON_PAGE = 2000  # the rest are counted on the page and are all in the file
 LONGEST_VALUE = 300
 READ_ONCE_BYTES = 16 * 1024 * 1024  # what the page read whole, kept for the zip (a bound, whatever the export)
@@ -225,17 +224,11 @@ class StagedWriter:
         pass
 
     def _stage(self, data: bytes) -> None:
-        block_id = base64.b64encode(f"{len(self._blocks):08d}".encode()).decode()
-        self._blob.stage(block_id, data)
-        self._blocks.append(block_id)
+        self._blocks.append(block_id(len(self._blocks)))
+        self._blob.stage(self._blocks[-1], data)
 
     def commit(self) -> int:
-        if not self._blocks:  # it fits in one block: one call, not two
-            self._blob.upload(bytes(self._buffer))
-        else:
-            if self._buffer:
-                self._stage(bytes(self._buffer))
-            self._blob.commit(self._blocks)
+        commit_blocks(self._blob, self._blocks, bytes(self._buffer))
         self._buffer = bytearray()
         return self._position
 

@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -263,16 +263,19 @@ class StateStore:
             return "accepted", marked
         raise RetryableError("the request state kept changing under us", code="state_contention")
 
+    def _documents(self) -> Iterator[tuple[dict[str, Any], str]]:
+        """Every request document with its ETag (one read each; one that vanished since the listing is skipped)."""
+        for request_id in self.backend.list_ids():
+            found = self.backend.read(request_id)
+            if found:
+                yield found
+
     def due_soon(self, *, within_seconds: float) -> list[tuple[dict[str, Any], str]]:
         """Unfinished documents whose ``dueBy`` is at most ``within_seconds`` away (or past) and that were not
         reminded yet."""
         now = self.clock()
         out = []
-        for request_id in self.backend.list_ids():
-            found = self.backend.read(request_id)
-            if not found:
-                continue
-            doc, etag = found
+        for doc, etag in self._documents():
             if (
                 doc.get("status") in FINAL
                 or doc.get("dueSoonNotifiedAt")
@@ -320,11 +323,7 @@ class StateStore:
         """in_progress documents whose lease lapsed and that saw no activity for ``idle_seconds``."""
         now = self.clock()
         out = []
-        for request_id in self.backend.list_ids():
-            found = self.backend.read(request_id)
-            if not found:
-                continue
-            doc, etag = found
+        for doc, etag in self._documents():
             if doc.get("status") in FINAL or float(doc.get("leaseUntil") or 0) > now:
                 continue
             updated = calendar.timegm(time.strptime(doc["updatedAt"], "%Y-%m-%dT%H:%M:%SZ"))
