@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.domain.deadletter import DeadLetter, ReplayPlan, ReplayResult
+
+# How a call waits out a Retry-After or a backoff: the scheduler sets it while one of its steps runs, so that
+# the wait hands the step's slot to other work (``wait_aside``); elsewhere the wait is a plain sleep.
+WAIT_ASIDE: ContextVar[Callable[[float, Callable[[float], object]], None] | None] = ContextVar("dsr_wait_aside", default=None)
+
+
+def wait_aside(seconds: float, sleep: Callable[[float], object]) -> None:
+    """Sleep ``seconds`` with ``sleep``, giving the running step's slot to other work meanwhile (where a
+    scheduler runs it)."""
+    hook = WAIT_ASIDE.get()
+    if hook is None:
+        sleep(seconds)
+    else:
+        hook(seconds, sleep)
 
 
 @dataclass(frozen=True)

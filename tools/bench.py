@@ -12,7 +12,7 @@ One run reports these measurements with their targets (issues 7 and 11), as a te
   the default, the speedup of the default over 1, and the lower bounds (the critical path, the longest
   chain of dependent calls, measured by walking the export in-process; and calls x latency / concurrency);
 * rate-bound: the emulator's token bucket (150 calls/s, burst 30) at ~500 and ~2,000 calls, with
-  ``x-ms-ratelimit-remaining-*`` on every answer or on ARM's only (the emulator's default, like Azure);
+  ``x-ms-ratelimit-remaining-*`` on every answer, on ARM's only (the emulator's default, like Azure), or on none;
   the service's span (first to last call) against the ideal (admitted calls - burst) / rate, and the
   429s received (from the emulator's log);
 * memory and state: peak RSS of the `dsr process` process (``/usr/bin/time -v``, else getrusage of a
@@ -64,6 +64,7 @@ LATENCY_MS = 20
 LATENCY_SCALE = 5.0  # ~1,000 calls at page size 2
 RATE, BURST = 150.0, 30
 RATE_SCALES = (3.5, 7.0)  # ~500 and ~1,900 calls
+COUNTS = {"every": "on every answer", "arm": "on ARM answers only", "none": "on no answer"}  # x-ms-ratelimit-remaining-*
 SPORADIC_SCALE = 2.5  # ~300 calls
 SPORADIC_FAULTS = {"429": 0.03, "503": 0.03, "drop": 0.03}  # one call in eleven, Retry-After: 1
 TWO_LIMITERS_SCALE, ARM_RATE = 5.0, 3.0
@@ -189,7 +190,7 @@ def run_dsr(
         elif entry.get("message") == "checkpoint saved":
             state_peak = max(state_peak or 0, int(entry.get("bytes") or 0))
         elif str(entry.get("message", "")).startswith("throttled: shared"):
-            governor = {k: entry.get(k) for k in ("pace", "throttled", "sharedEvents", "pauses")}
+            governor = {k: entry.get(k) for k in ("pace", "throttled", "sharedEvents")}
     spans: dict[str, float] = {}
     for family in {r.get("family") for r in log}:
         times = [r["time"] for r in log if r.get("family") == family]
@@ -436,7 +437,7 @@ def render(results: dict[str, Any]) -> str:
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in rate["runs"]:
             lines.append(
-                f"| {'every answer' if r['headers'] else 'ARM only'} | {r['admitted']} | {r['throttled']} "
+                f"| {COUNTS[r['counts']]} | {r['admitted']} | {r['throttled']} "
                 f"({100 * r['throttled'] / max(1, r['admitted']):.1f}%) | {_fmt(r.get('span'))} | {r['ideal']:.2f} | "
                 f"{(r.get('span') or 0) / r['ideal']:.2f}x | {r['wall']:.2f} | {_fmt(r.get('first_call'))} |"
             )
@@ -602,18 +603,25 @@ def main(argv: list[str] | None = None) -> int:
 
         # 2. rate-bound, with and without the remaining count on the answers -------------------------------
         if "rate" in only:
-            for headers in (True, False):
+            for counts in COUNTS:
                 for scale in RATE_SCALES:
-                    emulator.configure(latency_ms=LATENCY_MS, scale=scale, rate=RATE, burst=BURST, rate_headers=headers)
+                    emulator.configure(
+                        latency_ms=LATENCY_MS,
+                        scale=scale,
+                        rate=RATE,
+                        burst=BURST,
+                        rate_headers=counts == "every",
+                        arm_headers=counts != "none",
+                    )
                     time.sleep(0.3)  # a full bucket
-                    run = run_dsr(f"rate-s{scale:g}-{'counts' if headers else '429s'}", env, emulator, log_dir=logs)
+                    run = run_dsr(f"rate-s{scale:g}-counts-{counts}", env, emulator, log_dir=logs)
                     ideal = (run.admitted - BURST) / RATE
-                    rate_runs.append({"scale": scale, "headers": headers, "ideal": ideal, **asdict(run)})
+                    rate_runs.append({"scale": scale, "counts": counts, "ideal": ideal, **asdict(run)})
                     say(
-                        f"  rate-bound     scale={scale:<4g} counts={headers!s:<5} span {run.span or 0:6.2f} s  "
+                        f"  rate-bound     scale={scale:<4g} counts={counts:<5} span {run.span or 0:6.2f} s  "
                         f"ideal {ideal:.2f} s  {run.throttled} x 429 of {run.admitted} calls  wall {run.wall:.2f} s"
                     )
-            emulator.configure(rate=None, burst=None, rate_headers=True)
+            emulator.configure(rate=None, burst=None, rate_headers=True, arm_headers=True)
             rate = {"rate": RATE, "burst": BURST, "runs": rate_runs}
 
         # 3. sporadic faults, no rate limit: default concurrency against 1, the same retry policy ----------
@@ -728,8 +736,7 @@ def main(argv: list[str] | None = None) -> int:
         limit = TARGETS["rate_ratio"][r["scale"]]
         summary.append(
             {
-                "measurement": f"rate-bound span / ideal, {r['admitted']} calls, "
-                + ("remaining counts on every answer" if r["headers"] else "counts on ARM answers only"),
+                "measurement": f"rate-bound span / ideal, {r['admitted']} calls, " + f"remaining counts: {COUNTS[r['counts']]}",
                 "figure": f"{ratio:.2f}x ({r['span'] or 0:.2f} s vs {r['ideal']:.2f} s), {r['throttled']} x 429 "
                 f"({100 * share:.1f}%)",
                 "target": f"<= {limit:g}x, < {100 * TARGETS['throttled_share']:g}% 429s",

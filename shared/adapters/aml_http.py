@@ -4,8 +4,9 @@ A connection pool shared by the worker threads (one keep-alive connection per th
 connect/read timeouts, bounded retries with jittered backoff on 429, 5xx and dropped connections, the URL
 policy on every call (no redirects followed), and the bearer token from azure-identity (cached and
 refreshed by the library, never logged). Every attempt is admitted by the limiter of the service limit it
-counts against (``shared.domain.governor``): a 429 makes its own call wait the Retry-After, and pauses or
-paces the other calls to that limit only when the throttling is shared.
+counts against (``shared.domain.governor``): a 429 makes its own call wait the Retry-After (``wait_aside``: a
+scheduler lends the call's slot meanwhile), and paces the other calls to that limit only when the throttling
+is shared.
 
 ``urllib3`` directly, not a ``requests`` Session: requests spent ~0.5 ms of CPU a call preparing the call and
 merging settings this seam never uses (cookies, proxies, .netrc, auth, hooks), more than the rest of the call.
@@ -40,7 +41,7 @@ from shared.domain.errors import (
 )
 from shared.domain.governor import Governor, Limiter
 from shared.domain.urls import UrlPolicy, check_post, redact_url
-from shared.ports import ApiResponse, TokenSource
+from shared.ports import ApiResponse, TokenSource, wait_aside
 
 log = logging.getLogger("dsr.http")
 
@@ -146,18 +147,16 @@ class AzureMLHttp:
                 # this call waits its Retry-After (else the backoff); the limiter decides about the others
                 telemetry.throttled(exc.status)
                 delay = capped_wait(exc.retry_after, self._max_retry_after, default=backoff)
-                limiter, paused = self._governor.answered(
-                    url, sent_at, headers=exc.headers, throttled=exc.status == 429, retry_after=delay
-                )
-                if paused:
-                    log.info("throttled: shared, pausing", extra={"origin": urlsplit(url).netloc, **limiter.stats()})
+                limiter, paced = self._governor.answered(url, sent_at, headers=exc.headers, throttled=exc.status == 429)
+                if paced:
+                    log.info("throttled: shared, pacing", extra={"origin": urlsplit(url).netloc, **limiter.stats()})
                 last = exc
                 if attempt < self._max_attempts:
-                    self._sleep(delay)
+                    wait_aside(delay, self._sleep)
             except RetryableError as exc:
                 last = exc
                 if attempt < self._max_attempts:
-                    self._sleep(backoff)
+                    wait_aside(backoff, self._sleep)
             except AzureMLError:
                 limiter.answered(sent_at)  # a 4xx answer: the call was admitted
                 raise

@@ -8,23 +8,23 @@ that never falls (an unlimited service's) joins nothing; Azure's data planes sen
 
 **Per limiter:**
 
-* *Credit.* While the latest clean answer carried a remaining count, at most that count less ``reserve``
+* *Credit.* While the latest answer (a 429's too) carried a remaining count, at most that count less ``reserve``
   calls go after the call it answered: slow down before the bucket is empty, whoever else draws on it. A
   spent count older than ``window / 8`` lets one call go at a time, until an answer brings a new one.
-* *Retry-After.* A 429 makes its own call wait its Retry-After (the HTTP seam does that). A stray 429 delays
-  no other call.
+* *Retry-After.* A 429 makes its own call wait its Retry-After (the HTTP seam does that, and the scheduler
+  lends the call's slot to other work meanwhile). No other call waits for it: a pause of all would idle a
+  refilling bucket for the whole Retry-After.
 * *Shared throttling*: a 429 while unpaced with the bucket shown near empty (its own count, or the latest
-  clean one in the last ``window`` seconds, ``low_water`` or less), or ``quorum`` 429s making ``share`` of
-  the last ``window`` seconds' answers. It pauses the other calls until the Retry-After has passed and,
-  unless every answer carries a count (the credit paces those), paces them at the refill rate the answers
-  prove: the most, over an answer and now, of the calls sent after it and admitted, less what the bucket
-  held then (its count, a 429's 0, else the largest count seen), per second since its call was sent.
+  one in the last ``window`` seconds, ``low_water`` or less), or ``quorum`` 429s making ``share`` of
+  the last ``window`` seconds' answers. Unless every answer carries a count (the credit paces those), the
+  calls are then paced at the refill rate the answers prove: the most, over an answer and now, of the calls
+  sent after it and admitted, less what the bucket held then (its count, a 429's 0, else the largest count
+  seen), per second since its call was sent.
 * *While paced*, a 429 sets the pace ``cut`` under that proven rate, at most once per round trip. A clean
   answer while calls wait for the pace adds, per round-trip time since the pace last changed (10 at most),
   ``probe`` x the pace until that first 429, then ``step`` x the pace set last; at twice the pace set last
-  the calls go unpaced. The pace is never more than ``cut`` under
-  the bucket's refill over the last ``window`` seconds (answers admitted less the largest count, at most half,
-  per second).
+  the calls go unpaced. The pace is never more than ``cut`` under the bucket's refill over the last ``window``
+  seconds (answers admitted less the largest count, at most half, per second).
 
 Pure logic: the clock and the sleep are injected, so tests drive it with a fake clock.
 """
@@ -102,12 +102,11 @@ class Limiter:
         step: float = 0.002,
         probe: float = 0.005,
         poll: float = 0.02,
-        default_pause: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = time.sleep,
     ) -> None:
         self.window, self.quorum, self.share, self.low_water, self.reserve_calls = window, quorum, share, low_water, reserve
-        self.cut, self.step, self.probe, self.poll, self.default_pause = cut, step, probe, poll, default_pause
+        self.cut, self.step, self.probe, self.poll = cut, step, probe, poll
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         self._answers: deque[tuple[float, float, bool, int | None]] = deque()  # (at, sent at, throttled, count; a 429's: 0)
@@ -120,12 +119,10 @@ class Limiter:
         self._base = 0.0  # the pace set last
         self._next_slot = 0.0
         self._waited = False  # a call waited for the pace since it last grew
-        self._probing = False  # no 429 since shared throttling set the pace: it grows by step x itself
-        self._paused_until = 0.0
+        self._probing = False  # no 429 since shared throttling set the pace: it grows by probe x itself
         self._cut_at = self._grown_at = -1e18  # a round trip: an answer to a call sent since
         self.throttled = 0  # 429s answered
-        self.shared_events = 0  # pace changes on throttling
-        self.pauses = 0  # of which paused every call
+        self.shared_events = 0  # shared throttling found (unpaced) or the pace cut (paced)
 
     @property
     def pace(self) -> float | None:
@@ -134,7 +131,7 @@ class Limiter:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             pace = None if self._pace is None else round(self._pace, 1)
-            return {"pace": pace, "throttled": self.throttled, "sharedEvents": self.shared_events, "pauses": self.pauses}
+            return {"pace": pace, "throttled": self.throttled, "sharedEvents": self.shared_events}
 
     def reserve(self) -> float | None:
         """Claim the next send slot: how long to wait before sending (0: now), or None when the count's credit
@@ -152,7 +149,7 @@ class Limiter:
                     return None
                 if self._sent and self._sent[-1] > self._answered_at and now - self._sent[-1] <= self.window / 8:
                     return None  # a spent count too old to trust: one call at a time until an answer brings a new one
-            slot = max(now, self._paused_until)
+            slot = now
             if self._pace is not None:
                 self._waited |= self._next_slot > slot
                 slot = max(slot, self._next_slot)
@@ -169,59 +166,52 @@ class Limiter:
                 continue
             if wait > 0:
                 self._sleep(wait)
-            with self._lock:  # a pause that came in meanwhile holds this call too
-                if self._clock() >= self._paused_until:
-                    return self._clock()
+            return self._clock()
 
-    def answered(
-        self, sent_at: float, *, throttled: bool = False, retry_after: float | None = None, remaining: int | None = None
-    ) -> bool:
+    def answered(self, sent_at: float, *, throttled: bool = False, remaining: int | None = None) -> bool:
         """The service answered a call sent at ``sent_at`` (a 404 or 409 counts: it was admitted); True when that
-        paused the other calls."""
+        showed shared throttling and paced the other calls."""
         with self._lock:
-            pauses = self.pauses
+            paced = self._pace is not None
             now = self._answered_at = self._clock()
             self._forget(now)
             self._answers.append((now, sent_at, throttled, 0 if throttled and remaining is None else remaining))
             self.throttled += throttled
             if throttled and sent_at >= self._cut_at:
                 count = self._count
-                counts = [remaining] if remaining is not None else []  # its own count, and the latest clean one
+                counts = [remaining] if remaining is not None else []  # its own count, and the latest one
                 counts += [count[2]] if count is not None and now - count[0] <= self.window else []
                 low = any(c <= self.low_water for c in counts)
-                if self._quorum() or (low and self._pace is None):  # shared throttling
+                if self._pace is None and (low or self._quorum()):  # shared throttling
                     if any(a[3] is None for a in self._answers if not a[2]):  # counts on every answer: the credit paces
                         self._set_pace(now, self._refill_rate(now))
                         self._probing = True
-                    if now >= self._paused_until:
-                        self.pauses += 1
-                        self._paused_until = now + (retry_after or self.default_pause)
                 elif self._pace is not None:
                     self._set_pace(now, min(self._pace, self._refill_rate(now)) * (1 - self.cut))
                     self._probing = False
-            elif not throttled:
+            if not throttled or remaining is not None:  # a 429's count is a count too
                 self._counted_last = remaining is not None
-                if remaining is not None:  # the count of the latest call sent (answers may come out of order)
-                    if self._count is None or sent_at > self._count[1] or remaining <= self._count[2]:
-                        self._count = (now, max(sent_at, self._count[1] if self._count else sent_at), remaining)
-                    self._most = max(self._most, remaining)
+            if remaining is not None:  # the count of the latest call sent (answers may come out of order)
+                if self._count is None or sent_at > self._count[1] or remaining <= self._count[2]:
+                    self._count = (now, max(sent_at, self._count[1] if self._count else sent_at), remaining)
+                self._most = max(self._most, remaining)
+            if not throttled:
                 if self._pace is not None and sent_at >= self._grown_at and self._waited:
                     rounds = min(10.0, (now - self._grown_at) / max(now - sent_at, 1e-3))  # round-trip times since
                     self._pace += rounds * (self.probe * self._pace if self._probing else self.step * self._base)
                     self._grown_at, self._waited = now, False
                     if self._pace >= 2 * self._base:
                         self._pace = None
-            return self.pauses != pauses
+            return not paced and self._pace is not None
 
     def absorb(self, other: Limiter) -> None:
         """Take ``other``'s answers in the window (its family now draws on this limiter's bucket)."""
         with other._lock:
             answers, sent = list(other._answers), list(other._sent)
-            pace, paused_until = other._pace, other._paused_until
+            pace = other._pace
         with self._lock:
             self._answers = deque(sorted([*self._answers, *answers]))
             self._sent = deque(sorted([*self._sent, *sent]))
-            self._paused_until = max(self._paused_until, paused_until)
             if pace is not None or self._pace is not None:  # paced: at what the joined answers show admitted
                 self._set_pace(self._clock(), max(pace or 0.0, self._pace or 0.0, self._refill_rate(self._clock())))
 
@@ -296,15 +286,12 @@ class Governor:
         *,
         headers: Mapping[str, str] | None = None,
         throttled: bool = False,
-        retry_after: float | None = None,
     ) -> tuple[Limiter, bool]:
         """The service answered a call to ``url`` sent at ``sent_at``: its family may join its subscription's
-        limiter, which then takes the answer. Returns that limiter, and whether it paused the other calls."""
+        limiter, which then takes the answer. Returns that limiter, and whether shared throttling now paces it."""
         self.declared(url, remaining_from_headers(headers, "subscription-"), throttled=throttled)
         limiter = self.limiter(url)
-        return limiter, limiter.answered(
-            sent_at, throttled=throttled, retry_after=retry_after, remaining=remaining_from_headers(headers)
-        )
+        return limiter, limiter.answered(sent_at, throttled=throttled, remaining=remaining_from_headers(headers))
 
     def declared(self, url: str, count: int | None, *, throttled: bool = False) -> None:
         """An answer to ``url`` (a 429: ``throttled``) showed its subscription's counter at ``count`` (None: no

@@ -29,7 +29,7 @@ from shared.domain.errors import AzureMLError, BadResponseError, InvalidIdError,
 from shared.domain.outcome import error_entry
 from shared.domain.scrub import ScrubCounts, scrub_record
 from shared.domain.subject import SubjectMatcher
-from shared.ports import AzureML, BundleStore
+from shared.ports import WAIT_ASIDE, AzureML, BundleStore
 from shared.service.bundle import FileEntry
 from shared.service.checkpoint import ErrorState, ExportCheckpoint, TargetState, decode_pending, encode_pending
 from shared.service.export_writer import ExportWriter
@@ -134,6 +134,7 @@ class ExportTraversal:
             checkpoint_seconds=self._checkpoint_seconds,
             clock=self._clock,
             thread_name="dsr-export",
+            wait_aside=WAIT_ASIDE,  # a step waiting out a Retry-After lends its slot
         )
         waiting = lanes.run(steps)
         if waiting is not None:

@@ -10,18 +10,24 @@ more, and the steps waiting (and a checkpoint that holds them) stay bounded.
 Each step belongs to a lane (for the export: one service limit, as the rate governor keys its limiters). A lane
 has at most ``concurrency`` steps in flight, and all lanes together at most ``2 * concurrency - 1``: a lane that
 is paced or throttled holds at most about half the slots, so it never starves another, and ``concurrency`` 1
-is a plain sequential loop.
+is a plain sequential loop. A step waiting out a Retry-After or a backoff (``shared.ports.wait_aside``) lends
+its slot meanwhile, and takes it back, before any new step, when the wait is over: one throttled call does not
+idle a slot for a second (at ``concurrency`` 1 it keeps it: still sequential). How a step waits aside is the
+``wait_aside`` context variable the caller names (``shared.ports.WAIT_ASIDE`` for the export), which the
+scheduler sets for each step.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextvars
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Generic, TypeVar
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from contextvars import ContextVar
+from typing import Any, Generic, TypeVar
 
 S = TypeVar("S")
 Order = tuple[int, ...]  # a step's place in depth-first pre-order: its parent's, then its index among its siblings
@@ -41,6 +47,7 @@ class Lanes(Generic[S]):
         checkpoint_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         thread_name: str = "dsr-lanes",
+        wait_aside: ContextVar[Callable[[float, Callable[[float], object]], None] | None] | None = None,
     ) -> None:
         self.run_step = run_step
         self.lane = lane
@@ -52,6 +59,7 @@ class Lanes(Generic[S]):
         self.checkpoint_seconds = checkpoint_seconds
         self.clock = clock
         self.thread_name = thread_name
+        self.wait_aside = wait_aside
 
     @property
     def total_slots(self) -> int:
@@ -60,50 +68,136 @@ class Lanes(Generic[S]):
     def run(self, steps: Iterable[S]) -> list[S] | None:
         """Run ``steps`` and every step they lead to. ``None`` once all have run; the steps still waiting, in
         order (none under way), when ``should_stop`` said stop. Every ``checkpoint_seconds`` the pool quiesces
-        (the steps under way finish) and ``checkpoint`` is given the steps waiting, in order."""
+        (the steps under way finish) and ``checkpoint`` is given the steps waiting, in order; while a step waits out
+        a Retry-After (the pool would idle for it), the checkpoint waits, up to three times as long."""
         pending: list[tuple[Order, S]] = []
         _enqueue(pending, (), list(steps))
         running: dict[Future[list[S]], tuple[Order, S]] = {}
-        in_flight: Counter[Hashable] = Counter()
+        slots = _Slots(self.concurrency, self.total_slots)
         last_checkpoint = self.clock()
-        with ThreadPoolExecutor(max_workers=self.total_slots, thread_name_prefix=self.thread_name) as pool:
+        with ThreadPoolExecutor(max_workers=slots.threads, thread_name_prefix=self.thread_name) as pool:
             while pending or running:
                 stop = self.should_stop()
+                # a checkpoint is due; while a step waits out a Retry-After, not before three times as long
+                patient = self.clock() - last_checkpoint < 3 * self.checkpoint_seconds
                 due = self.checkpoint is not None and self.clock() - last_checkpoint >= self.checkpoint_seconds
-                if stop or due:
-                    # quiesce: let the steps under way finish, so that what waits is the whole of the work left
-                    for future in wait(running).done:
-                        _enqueue(pending, running[future][0], future.result())
-                    running, in_flight = {}, Counter()
+                if stop or (due and not (patient and slots.aside)):
+                    # quiesce: let the steps under way finish, so that what waits is the whole of the work left;
+                    # a checkpoint (not a stop) gives up for now when a step goes to wait out a Retry-After
+                    for future in as_completed(running):
+                        self._finished(pending, running, future, slots)
+                        if not stop and patient and slots.aside:
+                            break
                     if stop:
                         return [step for _, step in pending]
-                    assert self.checkpoint is not None
-                    self.checkpoint([step for _, step in pending])
-                    last_checkpoint = self.clock()
-                while (entry := self._next_step(pending, in_flight)) is not None:
-                    in_flight[self.lane(entry[1])] += 1
-                    running[pool.submit(contextvars.copy_context().run, self.run_step, entry[1])] = entry
-                done, _ = wait(running, return_when=FIRST_COMPLETED, timeout=self.checkpoint_seconds)
+                    if not running:
+                        assert self.checkpoint is not None
+                        self.checkpoint([step for _, step in pending])
+                        last_checkpoint = self.clock()
+                wake = slots.wake()  # done once a step lends its slot
+                while (entry := self._next_step(pending, slots)) is not None:
+                    context = contextvars.copy_context()
+                    if self.wait_aside is not None:
+                        context.run(self.wait_aside.set, slots.aside_for(self.lane(entry[1])))
+                    running[pool.submit(context.run, self.run_step, entry[1])] = entry
+                watched: list[Future[Any]] = [*running, wake]
+                done, _ = wait(watched, return_when=FIRST_COMPLETED, timeout=self.checkpoint_seconds)
                 for future in done:
-                    order, step = running.pop(future)
-                    in_flight[self.lane(step)] -= 1
-                    _enqueue(pending, order, future.result())
+                    if future in running:
+                        self._finished(pending, running, future, slots)
         return None
 
-    def _next_step(self, pending: list[tuple[Order, S]], in_flight: Counter[Hashable]) -> tuple[Order, S] | None:
+    def _finished(
+        self,
+        pending: list[tuple[Order, S]],
+        running: dict[Future[list[S]], tuple[Order, S]],
+        future: Future[list[S]],
+        slots: _Slots,
+    ) -> None:
+        """A step is done: its slot is free, its children wait in its place."""
+        order, step = running.pop(future)
+        slots.release(self.lane(step))
+        _enqueue(pending, order, future.result())
+
+    def _next_step(self, pending: list[tuple[Order, S]], slots: _Slots) -> tuple[Order, S] | None:
         """The first waiting step, in depth-first pre-order, whose lane has a free slot; while at most
-        ``frontier`` steps wait, one that ``first`` picks before any other."""
-        if sum(in_flight.values()) >= self.total_slots:
-            return None
+        ``frontier`` steps wait, one that ``first`` picks before any other. Takes its slot."""
         passes = (True, False) if self.first is not None and len(pending) <= self.frontier else (False,)
         for first_only in passes:
             for i, entry in enumerate(pending):
                 if first_only and not (self.first is not None and self.first(entry[1])):
                     continue
-                if in_flight[self.lane(entry[1])] < self.concurrency:
+                free = slots.take(self.lane(entry[1]))
+                if free is None:
+                    return None  # every slot is taken
+                if free:
                     del pending[i]
                     return entry
         return None
+
+
+class _Slots:
+    """The slots of a run: per lane at most ``per_lane`` held, in all ``total``. A step waiting aside lends its
+    slot; when its wait is over it takes it back before any new step starts (``take`` refuses its lane, and any
+    lane while all slots would be full)."""
+
+    def __init__(self, per_lane: int, total: int) -> None:
+        self.per_lane, self.total = per_lane, total
+        self.threads = 2 * total  # a thread per slot, and as many for the steps waiting aside
+        self._held: Counter[Hashable] = Counter()
+        self._returning: Counter[Hashable] = Counter()
+        self._aside = 0
+        self._cond = threading.Condition()
+        self._wake: Future[None] = Future()
+
+    def take(self, lane: Hashable) -> bool | None:
+        """Hold a slot of ``lane``: True; False when the lane is full; None when every slot is."""
+        with self._cond:
+            if sum(self._held.values()) + sum(self._returning.values()) >= self.total:
+                return None
+            if self._held[lane] + self._returning[lane] >= self.per_lane:
+                return False
+            self._held[lane] += 1
+            return True
+
+    def release(self, lane: Hashable) -> None:
+        with self._cond:
+            self._held[lane] -= 1
+            self._cond.notify_all()
+
+    @property
+    def aside(self) -> int:
+        """How many steps wait aside now."""
+        with self._cond:
+            return self._aside
+
+    def wake(self) -> Future[None]:
+        """A future done once a slot is lent from now on (the run loop waits on it with the steps)."""
+        with self._cond:
+            if self._wake.done():
+                self._wake = Future()
+            return self._wake
+
+    def aside_for(self, lane: Hashable) -> Callable[[float, Callable[[float], object]], None]:
+        def aside(seconds: float, sleep: Callable[[float], object]) -> None:
+            with self._cond:
+                lend = self.per_lane > 1 and self._aside < self.threads - self.total
+                if lend:
+                    self._aside += 1
+                    self._held[lane] -= 1
+                    if not self._wake.done():
+                        self._wake.set_result(None)
+            sleep(seconds)
+            if not lend:
+                return
+            with self._cond:
+                self._returning[lane] += 1
+                self._cond.wait_for(lambda: self._held[lane] < self.per_lane and sum(self._held.values()) < self.total)
+                self._returning[lane] -= 1
+                self._held[lane] += 1
+                self._aside -= 1
+
+        return aside
 
 
 def _enqueue(pending: list[tuple[Order, S]], parent: Order, children: list[S]) -> None:

@@ -58,7 +58,7 @@ def drive(
             pending.remove(p)
             at, sent, admitted, left = p
             answers.append((at, not admitted))
-            lim.answered(sent, throttled=not admitted, retry_after=1.0, remaining=left if counts else None)
+            lim.answered(sent, throttled=not admitted, remaining=left if counts else None)
             retries += not admitted
         wait = lim.reserve() if len(pending) < in_flight else None
         if wait is None:
@@ -74,12 +74,12 @@ def drive(
     return answers
 
 
-def shared_throttling(lim: Limiter, clock: FakeClock, *, retry_after: float = 1.0) -> None:
+def shared_throttling(lim: Limiter, clock: FakeClock) -> None:
     """A full burst of calls, most of them answered 429: a limit every call is hitting."""
     sent = [lim.acquire() for _ in range(40)]
     clock.now += RTT
     for i, at in enumerate(sent):
-        lim.answered(at, throttled=i % 4 != 0, retry_after=retry_after)
+        lim.answered(at, throttled=i % 4 != 0)
 
 
 # -- a stray 429 -------------------------------------------------------------------------------------------------------
@@ -97,24 +97,24 @@ def test_stray_429s_delay_no_other_call_and_set_no_pace(calls: int, strays: list
     for i in range(calls):
         sent = lim.acquire()
         clock.now += RTT / 4
-        lim.answered(sent, throttled=i in strays, retry_after=1.0)
-    # THEN nothing paused and nothing paced: the next call goes at once
-    assert lim.pauses == 0 and lim.pace is None
+        lim.answered(sent, throttled=i in strays)
+    # THEN nothing paced: the next call goes at once
+    assert lim.pace is None
     assert lim.reserve() == 0
 
 
 @settings(max_examples=40, deadline=None)
 @given(every=st.integers(min_value=25, max_value=10_000), seed=st.integers(0, 10_000))
-def test_sporadic_429s_at_a_few_percent_never_pause(every: int, seed: int):
+def test_sporadic_429s_at_a_few_percent_never_hold_another_call(every: int, seed: int):
     # GIVEN answers where one in ``every`` (4% at most) is a 429: faults, not a limit
     clock = FakeClock()
     lim = limiter(clock)
     for i in range(2000):
         sent = lim.acquire()
         clock.now += 0.002
-        lim.answered(sent, throttled=(i + seed) % every == 0, retry_after=1.0)
+        lim.answered(sent, throttled=(i + seed) % every == 0)
     # THEN no call but the throttled one ever waited
-    assert lim.pauses == 0 and clock.slept == []
+    assert lim.pace is None and clock.slept == []
 
 
 def test_a_429_telling_a_full_bucket_is_stray_and_one_telling_an_empty_one_is_shared():
@@ -122,27 +122,33 @@ def test_a_429_telling_a_full_bucket_is_stray_and_one_telling_an_empty_one_is_sh
     lim = limiter(clock)
     clean_round_trips(lim, clock, 20, remaining=11999)
     # WHEN a 429 says the bucket still holds plenty: a fault of one call, not the limit
-    lim.answered(clock.now - RTT, throttled=True, retry_after=1.0, remaining=11999)
-    assert lim.pauses == 0 and lim.reserve() == 0
+    lim.answered(clock.now - RTT, throttled=True, remaining=11999)
+    assert lim.shared_events == 0 and lim.reserve() == 0
     # WHEN a 429 says the bucket is empty (ARM's 429s carry the count 0): the limit, shared by every call
-    lim.answered(clock.now - RTT, throttled=True, retry_after=1.0, remaining=0)
-    assert lim.pauses == 1 and (lim.reserve() or 0) >= 1.0 - 1e-9
+    lim.answered(clock.now, throttled=True, remaining=0)
+    # THEN no call goes until an answer brings a count again (or the count is too old to trust)
+    assert lim.reserve() is None
+    clock.now += lim.window / 8 + 0.01
+    assert lim.reserve() == 0 and lim.reserve() is None  # then one at a time
 
 
 # -- shared throttling -------------------------------------------------------------------------------------------------
 
 
 @settings(max_examples=40, deadline=None)
-@given(retry_after=st.floats(min_value=0.5, max_value=30.0))
-def test_shared_throttling_pauses_the_other_calls_for_the_retry_after(retry_after: float):
+@given(calls=st.integers(min_value=20, max_value=400))
+def test_shared_throttling_paces_the_other_calls_and_pauses_none(calls: int):
     clock = FakeClock()
     lim = limiter(clock)
-    clean_round_trips(lim, clock, 20)
-    # WHEN most calls of a burst are answered 429
-    shared_throttling(lim, clock, retry_after=retry_after)
-    # THEN a call not throttled itself waits until the Retry-After has passed, once
-    assert lim.pauses == 1
-    assert lim.reserve() >= retry_after - 1e-9
+    clean_round_trips(lim, clock, calls)
+    # WHEN most calls of a burst are answered 429 (each of those waits its Retry-After in the seam)
+    shared_throttling(lim, clock)
+    # THEN the other calls go one per 1/pace from now: paced, none held for a Retry-After
+    assert lim.pace is not None
+    first, second = lim.reserve(), lim.reserve()
+    assert first is not None and second is not None
+    assert first <= 1.0 / lim.pace + 1e-9
+    assert second - first == pytest.approx(1.0 / lim.pace)
 
 
 @settings(max_examples=60, deadline=None)
@@ -152,7 +158,7 @@ def test_shared_throttling_pauses_the_other_calls_for_the_retry_after(retry_afte
     paced=st.booleans(),
 )
 def test_without_counts_the_pace_never_falls_below_what_was_admitted(admitted: int, extra: int, paced: bool):
-    # GIVEN ``admitted`` calls answered over the last second, then a storm of 429s (a pause included)
+    # GIVEN ``admitted`` calls answered over the last second, then a storm of 429s
     clock = FakeClock()
     lim = limiter(clock)
     if paced:
@@ -165,7 +171,7 @@ def test_without_counts_the_pace_never_falls_below_what_was_admitted(admitted: i
         lim.answered(sent)
         answered_at.append(clock.now)
     for _ in range(admitted // 3 + 3 + extra):  # shared: a quarter of the answers or more
-        lim.answered(clock.now - RTT, throttled=True, retry_after=1.0)
+        lim.answered(clock.now - RTT, throttled=True)
         clock.now += 0.001
     # THEN the pace is at least the admitted rate over the window (it cannot collapse)
     in_window = sum(1 for at in answered_at if at >= clock.now - 0.001 - lim.window)
@@ -173,7 +179,7 @@ def test_without_counts_the_pace_never_falls_below_what_was_admitted(admitted: i
     assert lim.pace >= (1 - lim.cut) * in_window / lim.window - 1e-9
 
 
-def test_a_429_while_paced_lowers_the_pace_without_pausing_the_others():
+def test_a_429_while_paced_lowers_the_pace_and_holds_no_other_call_for_its_retry_after():
     clock = FakeClock()
     lim = limiter(clock)
     shared_throttling(lim, clock)
@@ -181,14 +187,13 @@ def test_a_429_while_paced_lowers_the_pace_without_pausing_the_others():
     clean_round_trips(lim, clock, 3)
     before = lim.pace
     assert before is not None
-    pauses = lim.pauses
     # WHEN one 429 arrives for a call sent after the last change
     sent = lim.acquire()
     clock.now += RTT
-    lim.answered(sent, throttled=True, retry_after=1.0)
-    # THEN the pace is lower, and nobody else is paused
+    lim.answered(sent, throttled=True)
+    # THEN the pace is lower, and the next call waits for that pace only
     assert lim.pace is not None and lim.pace < before
-    assert lim.pauses == pauses
+    assert (lim.reserve() or 0) <= 1.0 / lim.pace + 1e-9
 
 
 def test_decreases_come_at_most_once_per_round_trip():
@@ -198,7 +203,7 @@ def test_decreases_come_at_most_once_per_round_trip():
     events = lim.shared_events
     # WHEN more 429s arrive for calls sent before that decrease
     for _ in range(30):
-        lim.answered(clock.now - 0.5, throttled=True, retry_after=1.0)
+        lim.answered(clock.now - 0.5, throttled=True)
     # THEN the pace is not cut again
     assert lim.shared_events == events
 
@@ -254,7 +259,7 @@ def test_with_counts_the_credit_keeps_the_bucket_from_emptying(refill: float, bu
     # THEN no call is throttled after the first round trip (sent before any count was known), and the
     # service admits close to its refill rate (after the burst)
     assert not any(throttled and at > RTT + 1e-9 for at, throttled in answers)
-    assert len(answers) >= burst + 0.7 * refill * 3.0 - 30  # the first round trip's 429s may pause it 1 s
+    assert len(answers) >= burst + 0.7 * refill * 3.0 - 30
 
 
 @settings(max_examples=20, deadline=None)
@@ -316,8 +321,8 @@ def test_one_limiter_throttling_leaves_the_other_alone():
     governor = Governor(ENDPOINTS, clock=clock, sleep=clock.sleep)
     a = governor.limiter("https://management.azure.com/subscriptions/aaa/x")
     b = governor.limiter("https://management.azure.com/subscriptions/bbb/x")
-    shared_throttling(a, clock, retry_after=5.0)
-    assert a.reserve() >= 5.0 - 1e-9
+    shared_throttling(a, clock)
+    assert a.pace is not None
     assert b.reserve() == 0 and b.pace is None
 
 
@@ -350,8 +355,8 @@ def test_a_429_makes_its_own_call_wait_the_retry_after_then_retry():
         other = aml.limiter(f"{server.base_url}/arm/subscriptions/s1/y")
     assert response.body == {"ok": True}
     assert slept == [7.0]
-    # the one 429 paused no other call of that limit
-    assert other.pauses == 0 and other.reserve() == 0
+    # the one 429 holds no other call of that limit
+    assert other.pace is None and other.reserve() == 0
 
 
 def test_success_answers_feed_the_remaining_count_to_the_limiter():

@@ -4,7 +4,10 @@ the steps ``first`` picks ahead while few wait."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
+from contextvars import ContextVar
+from typing import Any
 
 from shared.service.scheduler import Lanes
 
@@ -161,3 +164,59 @@ def test_a_stop_returns_the_steps_still_waiting_and_a_due_checkpoint_sees_them()
     assert ran == ["t:root", "t:a"]
     assert left == ["t:a1", "t:b", "t:p2"]
     assert ["t:a", "t:b", "t:p2"] in seen
+
+
+def test_a_step_waiting_aside_lends_its_slot_and_takes_it_back_within_the_cap():
+    # GIVEN a lane of concurrency 2 and a step that waits out a Retry-After through the scheduler's hook
+    aside: ContextVar[Any] = ContextVar("aside", default=None)
+    cond = threading.Condition()
+    in_flight = most = 0
+    seen: dict[str, Any] = {}
+
+    def run(step: str) -> list[str]:
+        nonlocal in_flight, most
+        if step == "arm:throttled":
+
+            def sleep(seconds: float) -> None:  # the Retry-After: over once two other steps ran side by side
+                with cond:
+                    seen["lent"] = cond.wait_for(lambda: most >= 2, timeout=2.0)
+
+            aside.get()(1.0, sleep)
+            with cond:
+                seen["others when back"] = in_flight
+            return []
+        with cond:
+            in_flight += 1
+            most = max(most, in_flight)
+            cond.notify_all()
+            cond.wait_for(lambda: in_flight >= 2, timeout=0.5)
+            in_flight -= 1
+            cond.notify_all()
+        return []
+
+    # WHEN it runs first, with two more steps of its lane
+    Lanes(run, lane_of, concurrency=2, wait_aside=aside).run(["arm:throttled", "arm:1", "arm:2"])
+    # THEN while it waited both others ran at once (its slot was lent), and once back it held its slot again:
+    # at most one other step was in flight with it
+    assert seen["lent"] is True
+    assert seen["others when back"] <= 1
+
+
+def test_at_concurrency_one_a_step_waiting_aside_keeps_its_slot():
+    # GIVEN a sequential run whose first step waits out a Retry-After
+    aside: ContextVar[Any] = ContextVar("aside", default=None)
+    started: list[str] = []
+    seen: dict[str, Any] = {}
+
+    def run(step: str) -> list[str]:
+        started.append(step)
+        if step == "arm:throttled":
+            aside.get()(0.2, lambda seconds: time.sleep(seconds))
+            seen["others started meanwhile"] = started[1:]
+        return []
+
+    # WHEN it runs
+    Lanes(run, lane_of, concurrency=1, wait_aside=aside).run(["arm:throttled", "exp:1"])
+    # THEN nothing else started while it waited: still a plain sequential loop
+    assert seen["others started meanwhile"] == []
+    assert started == ["arm:throttled", "exp:1"]

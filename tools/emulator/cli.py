@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--service-delete-polls", type=int, default=defaults.service_delete_polls, help="service delete polls")
     add("--drop-delete-response", type=_drops, default=[], help="ids (comma separated) or a count")
     add("--v2-lro-polls", type=int, default=defaults.v2_lro_polls, help="v2/compute delete: polls before Succeeded")
+    add("--no-arm-counts", action="store_true", help="no x-ms-ratelimit-remaining-* on ARM answers either")
     add("--rate-global", action="store_true", help="one token bucket for all subscriptions (default: one each)")
     add("--tenant-workspaces", type=int, default=0, help="add N workspaces over 3 subscriptions (Resource Graph)")
     add("--rg-quota", type=int, default=defaults.rg_quota, help="Resource Graph queries per caller per window")
@@ -77,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             service_delete_polls=args.service_delete_polls,
             drop_delete_response=args.drop_delete_response,
             v2_lro_polls=args.v2_lro_polls,
+            arm_headers=not args.no_arm_counts,
             rate_per_subscription=not args.rate_global,
             tenant_workspaces=args.tenant_workspaces,
             rg_quota=args.rg_quota,

@@ -67,6 +67,7 @@ class EmulatorConfig:
     burst: int | None = None  # token bucket size; default max(1, rate)
     rate_families: list[str] | None = None  # families with a bucket each ("arm", "exp", ...); None = one for all
     rate_headers: bool = False  # remaining counts on every family's answers, not only ARM's
+    arm_headers: bool = True  # remaining counts on ARM's answers (False, with rate_headers False: on none)
     faults: dict[str, float] = field(default_factory=dict)  # {"429": 0.1, "503": 0.05, "drop": 0.02}
     retry_after: int = 0  # Retry-After (seconds) of injected 429/503 faults
     lro_polls: int = 1  # ARM workspace delete: polls answered InProgress/202 before Succeeded

@@ -298,7 +298,7 @@ class EmulatorCore(ArmV2Routes, ResourceGraphRoutes):
                     if resp.status == 429:  # not the bucket's 429: it tells the bucket's real count, where counts are told
                         resp.headers.pop("x-ms-ratelimit-remaining-subscription-reads", None)
                         resp.headers.pop("x-ms-ratelimit-remaining-subscription-deletes", None)
-                        if (family == "arm" or config.rate_headers) and not resource_graph:
+                        if self._tells_counts(family, config) and not resource_graph:
                             self._remaining_headers(req, resp, bucket)
                 elif not authorized:
                     resp = self._unauthorized(req)
@@ -307,7 +307,7 @@ class EmulatorCore(ArmV2Routes, ResourceGraphRoutes):
                         resp = self._route(req, family)
                     except HttpError as exc:
                         resp = Response(exc.status, error_body(style, exc.status, exc.code, exc.message, location), exc.headers)
-                    if (family == "arm" or config.rate_headers) and not resource_graph:
+                    if self._tells_counts(family, config) and not resource_graph:
                         self._remaining_headers(req, resp, bucket)
         self._record(req, family, resp, authorized, fault)
         return resp
@@ -323,6 +323,11 @@ class EmulatorCore(ArmV2Routes, ResourceGraphRoutes):
             if draw < total:
                 return kind
         return None
+
+    @staticmethod
+    def _tells_counts(family: str, config: EmulatorConfig) -> bool:
+        """Whether this family's answers carry the remaining counts (ARM's by default, like Azure)."""
+        return config.rate_headers or (family == "arm" and config.arm_headers)
 
     @staticmethod
     def _remaining_headers(req: Request, resp: Response, bucket: TokenBucket | None) -> None:
