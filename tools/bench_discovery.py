@@ -51,6 +51,7 @@ class Run:
     throttled: int
     dsr_cpu: float  # user + system seconds of the dsr process
     azurite_cpu: float
+    emulator_cpu: float  # user + system seconds of this process (the emulator's threads) meanwhile
     busiest_arm: int = 0  # admitted ARM calls of the busiest subscription
     arm_span: float = 0.0  # first to last ARM answer (s)
 
@@ -105,12 +106,14 @@ def run(label: str, env: dict[str, str], emulator: EmulatorServer, azurite: Azur
     emulator.clear_requests()
     azurite_pid = azurite.process.pid if azurite.process else None
     cpu0, az0 = resource.getrusage(resource.RUSAGE_CHILDREN), _cpu_of(azurite_pid)
+    own0 = resource.getrusage(resource.RUSAGE_SELF)
     started = time.monotonic()
     proc = subprocess.run(
         [_dsr(), "process", "-"], input=json.dumps(_request()).encode(), env=env, capture_output=True, check=False, cwd=ROOT
     )
     wall = time.monotonic() - started
     cpu1, az1 = resource.getrusage(resource.RUSAGE_CHILDREN), _cpu_of(azurite_pid)
+    own1 = resource.getrusage(resource.RUSAGE_SELF)
     status, workspaces = None, 0
     try:
         data = json.loads(proc.stdout.decode().strip().splitlines()[-1])["data"]
@@ -134,6 +137,7 @@ def run(label: str, env: dict[str, str], emulator: EmulatorServer, azurite: Azur
         throttled=sum(1 for r in log if r.get("status") == 429),
         dsr_cpu=cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime,
         azurite_cpu=az1 - az0,
+        emulator_cpu=own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime,
         busiest_arm=max(per_sub.values(), default=0),
         arm_span=(max(arm_times) - min(arm_times)) if arm_times else 0.0,
     )
@@ -201,8 +205,8 @@ def render(result: dict[str, Any]) -> str:
         f"median of {result['repeat']} runs in turns; load average {result['load_average']['before']} before, "
         f"{result['load_average']['after']} after)",
         "",
-        "| run | wall (s) | ratio | dsr CPU (s) | Azurite CPU (s) | calls | 429s | status |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| run | wall (s) | ratio | dsr CPU (s) | Azurite CPU (s) | emulator CPU (s) | calls | 429s | status |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for size in result["sizes"]:
         for key in ("parallel", "serial"):
@@ -212,12 +216,14 @@ def render(result: dict[str, Any]) -> str:
             statuses = ", ".join(sorted({f"{r['status']} ({r['workspaces']})" for r in runs}))
             lines.append(
                 f"| {runs[0]['label']} | {size[f'{key}_wall']:.2f} | {ratio} | {median(r['dsr_cpu'] for r in runs):.2f} "
-                f"| {median(r['azurite_cpu'] for r in runs):.2f} | {runs[0]['calls']} | {runs[0]['throttled']} | {statuses} |"
+                f"| {median(r['azurite_cpu'] for r in runs):.2f} | {median(r['emulator_cpu'] for r in runs):.2f} "
+                f"| {runs[0]['calls']} | {runs[0]['throttled']} | {statuses} |"
             )
         rate = size["rate_limited"]
         if rate:
             lines.append(
-                f"| {rate['label']} | {rate['wall']:.2f} | | {rate['dsr_cpu']:.2f} | {rate['azurite_cpu']:.2f} | {rate['calls']} "
+                f"| {rate['label']} | {rate['wall']:.2f} | | {rate['dsr_cpu']:.2f} | {rate['azurite_cpu']:.2f} "
+                f"| {rate['emulator_cpu']:.2f} | {rate['calls']} "
                 f"| {rate['throttled']} | {rate['status']} ({rate['workspaces']}) |"
             )
     main = result["sizes"][0]
@@ -227,6 +233,14 @@ def render(result: dict[str, Any]) -> str:
         lines.append(
             f"{main['workspaces']} workspaces: parallel / one after another = {main['ratio']:.2f}x "
             f"(target <= {result['target_ratio']}x): {verdict}."
+        )
+        runs = main["parallel"]
+        cpu = statistics.median(r["dsr_cpu"] + r["azurite_cpu"] + r["emulator_cpu"] for r in runs)
+        cores = os.cpu_count() or 1
+        lines.append(
+            f"CPU floor of the parallel run: dsr + Azurite + emulator = {cpu:.2f} CPU-s over {cores} cores = "
+            f"{cpu / cores:.2f} s of wall at the least, against {result['target_ratio'] * main['serial_wall']:.2f} s "
+            f"for the target."
         )
     for size in result["sizes"][1:]:
         if size["ratio"] is not None:

@@ -25,9 +25,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextvars import ContextVar
-from typing import Any, Generic, TypeVar
+from operator import attrgetter
+from queue import Empty, SimpleQueue
+from typing import Any, Generic, NamedTuple, TypeVar
 
 S = TypeVar("S")
 Order = tuple[int, ...]  # a step's place in depth-first pre-order: its parent's, then its index among its siblings
@@ -70,9 +72,9 @@ class Lanes(Generic[S]):
         order (none under way), when ``should_stop`` said stop. Every ``checkpoint_seconds`` the pool quiesces
         (the steps under way finish) and ``checkpoint`` is given the steps waiting, in order; while a step waits out
         a Retry-After (the pool would idle for it), the checkpoint waits, up to three times as long."""
-        pending: list[tuple[Order, S]] = []
-        _enqueue(pending, (), list(steps))
-        running: dict[Future[list[S]], tuple[Order, S]] = {}
+        pending: list[_Waiting[S]] = []
+        self._enqueue(pending, (), list(steps))
+        running: dict[Future[list[S]], _Waiting[S]] = {}
         slots = _Slots(self.concurrency, self.total_slots)
         last_checkpoint = self.clock()
         with ThreadPoolExecutor(max_workers=slots.threads, thread_name_prefix=self.thread_name) as pool:
@@ -89,51 +91,73 @@ class Lanes(Generic[S]):
                         if not stop and patient and slots.aside:
                             break
                     if stop:
-                        return [step for _, step in pending]
+                        return [entry.step for entry in pending]
                     if not running:
                         assert self.checkpoint is not None
-                        self.checkpoint([step for _, step in pending])
+                        self.checkpoint([entry.step for entry in pending])
                         last_checkpoint = self.clock()
-                wake = slots.wake()  # done once a step lends its slot
                 while (entry := self._next_step(pending, slots)) is not None:
                     context = contextvars.copy_context()
                     if self.wait_aside is not None:
-                        context.run(self.wait_aside.set, slots.aside_for(self.lane(entry[1])))
-                    running[pool.submit(context.run, self.run_step, entry[1])] = entry
-                watched: list[Future[Any]] = [*running, wake]
-                done, _ = wait(watched, return_when=FIRST_COMPLETED, timeout=self.checkpoint_seconds)
-                for future in done:
-                    if future in running:
-                        self._finished(pending, running, future, slots)
+                        context.run(self.wait_aside.set, slots.aside_for(entry.lane))
+                    future = pool.submit(context.run, self.run_step, entry.step)
+                    running[future] = entry
+                    future.add_done_callback(slots.events.put)
+                # the next event: a step done (its future) or a slot lent (None); then every other one queued
+                try:
+                    event = slots.events.get(timeout=self.checkpoint_seconds)
+                except Empty:
+                    continue
+                while True:
+                    if event is not None and event in running:
+                        self._finished(pending, running, event, slots)
+                    try:
+                        event = slots.events.get_nowait()
+                    except Empty:
+                        break
         return None
 
     def _finished(
         self,
-        pending: list[tuple[Order, S]],
-        running: dict[Future[list[S]], tuple[Order, S]],
+        pending: list[_Waiting[S]],
+        running: dict[Future[list[S]], _Waiting[S]],
         future: Future[list[S]],
         slots: _Slots,
     ) -> None:
         """A step is done: its slot is free, its children wait in its place."""
-        order, step = running.pop(future)
-        slots.release(self.lane(step))
-        _enqueue(pending, order, future.result())
+        entry = running.pop(future)
+        slots.release(entry.lane)
+        self._enqueue(pending, entry.order, future.result())
 
-    def _next_step(self, pending: list[tuple[Order, S]], slots: _Slots) -> tuple[Order, S] | None:
+    def _enqueue(self, pending: list[_Waiting[S]], parent: Order, children: list[S]) -> None:
+        """Children take their parent's place in depth-first pre-order, in the order the parent gave them."""
+        for i, child in enumerate(children):
+            first = self.first is not None and self.first(child)
+            bisect.insort(pending, _Waiting((*parent, i), child, self.lane(child), first), key=attrgetter("order"))
+
+    def _next_step(self, pending: list[_Waiting[S]], slots: _Slots) -> _Waiting[S] | None:
         """The first waiting step, in depth-first pre-order, whose lane has a free slot; while at most
         ``frontier`` steps wait, one that ``first`` picks before any other. Takes its slot."""
+        full = slots.full_lanes()
+        if full is None:
+            return None  # every slot is taken
         passes = (True, False) if self.first is not None and len(pending) <= self.frontier else (False,)
         for first_only in passes:
             for i, entry in enumerate(pending):
-                if first_only and not (self.first is not None and self.first(entry[1])):
+                if (first_only and not entry.first) or entry.lane in full:
                     continue
-                free = slots.take(self.lane(entry[1]))
-                if free is None:
-                    return None  # every slot is taken
-                if free:
+                if slots.take(entry.lane):
                     del pending[i]
                     return entry
+                full.add(entry.lane)  # a step back from waiting aside took it meanwhile
         return None
+
+
+class _Waiting(NamedTuple, Generic[S]):
+    order: Order  # its place in depth-first pre-order
+    step: S
+    lane: Hashable
+    first: bool  # ``first`` picks it
 
 
 class _Slots:
@@ -148,13 +172,21 @@ class _Slots:
         self._returning: Counter[Hashable] = Counter()
         self._aside = 0
         self._cond = threading.Condition()
-        self._wake: Future[None] = Future()
+        self.events: SimpleQueue[Future[Any] | None] = SimpleQueue()  # steps done, and None for a slot lent
 
-    def take(self, lane: Hashable) -> bool | None:
-        """Hold a slot of ``lane``: True; False when the lane is full; None when every slot is."""
+    def full_lanes(self) -> set[Hashable] | None:
+        """The lanes with no free slot now; None when every slot is taken."""
         with self._cond:
             if sum(self._held.values()) + sum(self._returning.values()) >= self.total:
                 return None
+            lanes = self._held.keys() | self._returning.keys()
+            return {lane for lane in lanes if self._held[lane] + self._returning[lane] >= self.per_lane}
+
+    def take(self, lane: Hashable) -> bool:
+        """Hold a slot of ``lane`` if it has one free (and so does the run)."""
+        with self._cond:
+            if sum(self._held.values()) + sum(self._returning.values()) >= self.total:
+                return False
             if self._held[lane] + self._returning[lane] >= self.per_lane:
                 return False
             self._held[lane] += 1
@@ -163,20 +195,14 @@ class _Slots:
     def release(self, lane: Hashable) -> None:
         with self._cond:
             self._held[lane] -= 1
-            self._cond.notify_all()
+            if self._aside:  # a step back from waiting aside may be waiting for this slot
+                self._cond.notify_all()
 
     @property
     def aside(self) -> int:
         """How many steps wait aside now."""
         with self._cond:
             return self._aside
-
-    def wake(self) -> Future[None]:
-        """A future done once a slot is lent from now on (the run loop waits on it with the steps)."""
-        with self._cond:
-            if self._wake.done():
-                self._wake = Future()
-            return self._wake
 
     def aside_for(self, lane: Hashable) -> Callable[[float, Callable[[float], object]], None]:
         def aside(seconds: float, sleep: Callable[[float], object]) -> None:
@@ -185,8 +211,7 @@ class _Slots:
                 if lend:
                     self._aside += 1
                     self._held[lane] -= 1
-                    if not self._wake.done():
-                        self._wake.set_result(None)
+                    self.events.put(None)
             sleep(seconds)
             if not lend:
                 return
@@ -198,16 +223,6 @@ class _Slots:
                 self._aside -= 1
 
         return aside
-
-
-def _enqueue(pending: list[tuple[Order, S]], parent: Order, children: list[S]) -> None:
-    """Children take their parent's place in depth-first pre-order, in the order the parent gave them."""
-    for i, child in enumerate(children):
-        bisect.insort(pending, ((*parent, i), child), key=_order)
-
-
-def _order(entry: tuple[Order, object]) -> Order:
-    return entry[0]
 
 
 __all__ = ["Lanes"]
