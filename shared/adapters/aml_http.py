@@ -157,8 +157,8 @@ class AzureMLHttp:
                 last = exc
                 if attempt < self._max_attempts:
                     wait_aside(backoff, self._sleep)
-            except AzureMLError:
-                limiter.answered(sent_at)  # a 4xx answer: the call was admitted
+            except AzureMLError as exc:
+                self._governor.answered(url, sent_at, headers=exc.headers)  # a 4xx answer: the call was admitted
                 raise
             else:
                 self._governor.answered(url, sent_at, headers=response.headers)
@@ -212,9 +212,8 @@ class AzureMLHttp:
         if status == 200 and _error_code(body) == "RequestThrottled":
             status = 429
         error = classify_status(status, retry_after=retry_after, detail=_error_code(body))
-        if isinstance(error, ThrottledError):
-            error.headers = response.headers
         if error is not None:
+            error.headers = response.headers
             raise error
         if status not in (200, 201, 202, 204):
             raise BadResponseError(f"unexpected HTTP {status}", status=status)

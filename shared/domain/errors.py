@@ -67,6 +67,7 @@ class RequestRejected(DsrError):
 
 class AzureMLError(DsrError):
     code = "azureml_error"
+    headers: Mapping[str, str] = {}  # the answer's headers, where there was one (the governor reads its counts)
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
         super().__init__(message, code=code)
@@ -79,7 +80,6 @@ class RetryableError(AzureMLError):
 
 class ThrottledError(RetryableError):
     code = "throttled"
-    headers: Mapping[str, str] = {}  # the answer's headers (for the rate governor's remaining counts)
 
     def __init__(self, message: str, *, retry_after: float | None, status: int | None = 429) -> None:
         super().__init__(message, status=status)

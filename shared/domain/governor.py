@@ -1,10 +1,11 @@
 """Client-side admission for Azure ML: one ``Limiter`` per service limit, shared by every thread.
 
 **Which limit.** A call counts against its host family's limit (``limiter_key``: ARM per subscription, each
-data-plane service per host) until an answer of that family shows its subscription's counter
-(``x-ms-ratelimit-remaining-subscription-*``) falling, or on a 429: the family draws on the subscription's
-bucket, and its calls (with the answers it had) go through the subscription's limiter from then on. A count
-that never falls (an unlimited service's) joins nothing; Azure's data planes send none.
+data-plane service per host) until the family is seen to draw on its subscription's bucket: an answer of the
+family shows the subscription's counter (``x-ms-ratelimit-remaining-subscription-*``) falling, or a 429 of it
+carries that counter, or (no counters told) its limiter finds shared throttling within ``window`` seconds of
+the subscription's limiter doing so. Its calls (with the answers it had) then go through the subscription's
+limiter. A count that never falls (an unlimited service's) joins nothing, nor does a family never throttled.
 
 **Per limiter:**
 
@@ -18,13 +19,13 @@ that never falls (an unlimited service's) joins nothing; Azure's data planes sen
   one in the last ``window`` seconds, ``low_water`` or less), or ``quorum`` 429s making ``share`` of
   the last ``window`` seconds' answers. Unless every answer carries a count (the credit paces those), the
   calls are then paced at the refill rate the answers prove: the most, over an answer and now, of the calls
-  sent after it and admitted, less what the bucket held then (its count, a 429's 0, else the largest count
-  seen), per second since its call was sent.
-* *While paced*, a 429 sets the pace ``cut`` under that proven rate, at most once per round trip. A clean
-  answer while calls wait for the pace adds, per round-trip time since the pace last changed (10 at most),
-  ``probe`` x the pace until that first 429, then ``step`` x the pace set last; at twice the pace set last
-  the calls go unpaced. The pace is never more than ``cut`` under the bucket's refill over the last ``window``
-  seconds (answers admitted less the largest count, at most half, per second).
+  sent after it and admitted, less what the bucket held then (its count; 0 for a 429 or an answer without
+  one), per second since its call was sent.
+* *While paced*, a 429 sets the pace ``cut`` under that proven rate, at most once per round trip. On each clean
+  answer the pace is the pace set last x (1 + (round trips since it was set / ``double_after``) squared): 5%
+  more after 50 round trips (the smoothed round-trip time) of clean answers, cautious near the limit just
+  found; twice after 224, five times after 448. The pace is never more than ``cut`` under the bucket's refill
+  over the last ``window`` seconds (answers admitted less the largest count, at most half, per second).
 
 Pure logic: the clock and the sleep are injected, so tests drive it with a fake clock.
 """
@@ -99,14 +100,13 @@ class Limiter:
         low_water: int = 5,
         reserve: int = 2,
         cut: float = 0.05,
-        step: float = 0.002,
-        probe: float = 0.005,
+        double_after: float = 224.0,
         poll: float = 0.02,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = time.sleep,
     ) -> None:
         self.window, self.quorum, self.share, self.low_water, self.reserve_calls = window, quorum, share, low_water, reserve
-        self.cut, self.step, self.probe, self.poll = cut, step, probe, poll
+        self.cut, self.double_after, self.poll = cut, double_after, poll
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         self._answers: deque[tuple[float, float, bool, int | None]] = deque()  # (at, sent at, throttled, count; a 429's: 0)
@@ -118,9 +118,9 @@ class Limiter:
         self._pace: float | None = None  # calls/s; None: unpaced
         self._base = 0.0  # the pace set last
         self._next_slot = 0.0
-        self._waited = False  # a call waited for the pace since it last grew
-        self._probing = False  # no 429 since shared throttling set the pace: it grows by probe x itself
-        self._cut_at = self._grown_at = -1e18  # a round trip: an answer to a call sent since
+        self._cut_at = -1e18  # the pace set last (a round trip: an answer to a call sent since)
+        self._rtt: float | None = None  # the round-trip time, smoothed over the clean answers
+        self._shared_at = -1e18  # shared throttling found, or the pace cut
         self.throttled = 0  # 429s answered
         self.shared_events = 0  # shared throttling found (unpaced) or the pace cut (paced)
 
@@ -151,7 +151,6 @@ class Limiter:
                     return None  # a spent count too old to trust: one call at a time until an answer brings a new one
             slot = now
             if self._pace is not None:
-                self._waited |= self._next_slot > slot
                 slot = max(slot, self._next_slot)
                 self._next_slot = slot + 1.0 / self._pace
             self._sent.append(slot)
@@ -170,9 +169,9 @@ class Limiter:
 
     def answered(self, sent_at: float, *, throttled: bool = False, remaining: int | None = None) -> bool:
         """The service answered a call sent at ``sent_at`` (a 404 or 409 counts: it was admitted); True when that
-        showed shared throttling and paced the other calls."""
+        showed shared throttling (unpaced till then)."""
         with self._lock:
-            paced = self._pace is not None
+            shared = False
             now = self._answered_at = self._clock()
             self._forget(now)
             self._answers.append((now, sent_at, throttled, 0 if throttled and remaining is None else remaining))
@@ -183,12 +182,12 @@ class Limiter:
                 counts += [count[2]] if count is not None and now - count[0] <= self.window else []
                 low = any(c <= self.low_water for c in counts)
                 if self._pace is None and (low or self._quorum()):  # shared throttling
+                    shared, self._shared_at = True, now
                     if any(a[3] is None for a in self._answers if not a[2]):  # counts on every answer: the credit paces
                         self._set_pace(now, self._refill_rate(now))
-                        self._probing = True
                 elif self._pace is not None:
                     self._set_pace(now, min(self._pace, self._refill_rate(now)) * (1 - self.cut))
-                    self._probing = False
+                    self._shared_at = now
             if not throttled or remaining is not None:  # a 429's count is a count too
                 self._counted_last = remaining is not None
             if remaining is not None:  # the count of the latest call sent (answers may come out of order)
@@ -196,13 +195,16 @@ class Limiter:
                     self._count = (now, max(sent_at, self._count[1] if self._count else sent_at), remaining)
                 self._most = max(self._most, remaining)
             if not throttled:
-                if self._pace is not None and sent_at >= self._grown_at and self._waited:
-                    rounds = min(10.0, (now - self._grown_at) / max(now - sent_at, 1e-3))  # round-trip times since
-                    self._pace += rounds * (self.probe * self._pace if self._probing else self.step * self._base)
-                    self._grown_at, self._waited = now, False
-                    if self._pace >= 2 * self._base:
-                        self._pace = None
-            return not paced and self._pace is not None
+                rtt = max(now - sent_at, 1e-3)
+                self._rtt = rtt if self._rtt is None else 0.9 * self._rtt + 0.1 * rtt
+                if self._pace is not None:  # round trips since the pace was set, squared: cautious, then fast
+                    self._pace = self._base * (1 + ((now - self._cut_at) / self._rtt / self.double_after) ** 2)
+            return shared
+
+    def shared_lately(self) -> bool:
+        """Shared throttling found (or the pace cut) in the last ``window`` seconds."""
+        with self._lock:
+            return self._clock() - self._shared_at <= self.window
 
     def absorb(self, other: Limiter) -> None:
         """Take ``other``'s answers in the window (its family now draws on this limiter's bucket)."""
@@ -227,12 +229,12 @@ class Limiter:
         return throttled >= self.quorum and throttled >= self.share * max(len(self._answers), 10 * self.quorum)
 
     def _refill_rate(self, now: float) -> float:
-        """The service's refill rate, at least: since an answer's call was sent, the calls sent after the answer
-        and admitted, less what the bucket held (the answer's count, a 429's 0, else the largest count seen),
-        per second; the most of these over ``window / 40`` or more."""
+        """The service's refill rate: since an answer's call was sent, the calls sent after the answer and
+        admitted, less what the bucket held (the answer's count, else 0), per second; the most of these over
+        ``window / 40`` or more."""
         sent = sorted(a[1] for a in self._answers if not a[2])
         rates = [
-            (len(sent) - bisect_right(sent, at) - (self._most if level is None else level)) / (now - sent_at)
+            (len(sent) - bisect_right(sent, at) - (level or 0)) / (now - sent_at)
             for at, sent_at, _, level in self._answers
             if now - sent_at >= self.window / 40
         ]
@@ -241,9 +243,10 @@ class Limiter:
     def _set_pace(self, now: float, pace: float) -> None:
         """The new pace, never below what the window admitted."""
         admitted = sum(1 for a in self._answers if not a[2])
-        floor = (admitted - min(self._most, admitted // 2)) / self.window  # the bucket's refill over the window
+        seen = min(self.window, max(self.window / 4, now - min((a[1] for a in self._answers), default=now)))
+        floor = (admitted - min(self._most, admitted // 2)) / seen  # the bucket's refill over the window
         self._pace = self._base = max(pace, (1 - self.cut) * floor, 0.1)
-        self._cut_at = self._grown_at = now
+        self._cut_at = now
         self.shared_events += 1
 
 
@@ -257,6 +260,7 @@ class Governor:
         self._lock = threading.Lock()
         self._limiters: dict[str, Limiter] = {}
         self._joined: set[str] = set()  # family keys (with the subscription) under their subscription's limiter
+        self._members: dict[str, dict[str, str]] = {}  # subscription -> its data-plane families seen: member -> key
 
     def _route(self, url: str) -> tuple[str, str, str | None]:
         """The family's key, the family's key in this subscription, and the subscription's (None: no subscription)."""
@@ -277,6 +281,8 @@ class Governor:
         with self._lock:
             if subscription and (key.startswith("arm|") or member in self._joined):
                 return self._get(subscription)
+            if subscription:
+                self._members.setdefault(subscription, {})[member] = key
             return self._get(key)
 
     def answered(
@@ -291,7 +297,28 @@ class Governor:
         limiter, which then takes the answer. Returns that limiter, and whether shared throttling now paces it."""
         self.declared(url, remaining_from_headers(headers, "subscription-"), throttled=throttled)
         limiter = self.limiter(url)
-        return limiter, limiter.answered(sent_at, throttled=throttled, remaining=remaining_from_headers(headers))
+        shared = limiter.answered(sent_at, throttled=throttled, remaining=remaining_from_headers(headers))
+        if shared:
+            self._join_throttled_together(url)
+        return limiter, shared
+
+    def _join_throttled_together(self, url: str) -> None:
+        """Shared throttling found for ``url``'s limiter: the data-plane families of its subscription whose
+        limiters found it in the same ``window`` as the subscription's join the subscription's limiter (one
+        bucket, it seems: their answers together tell its refill)."""
+        subscription = self._route(url)[2]
+        if subscription is None:
+            return
+        with self._lock:
+            target = self._limiters.get(subscription)
+            if target is None or not target.shared_lately():
+                return
+            families = self._members.get(subscription, {})
+            candidates = [(m, k) for m, k in families.items() if m not in self._joined]
+        for m, k in candidates:
+            source = self._limiters.get(k)
+            if source is not None and source.shared_lately():
+                self._join(m, k, subscription)
 
     def declared(self, url: str, count: int | None, *, throttled: bool = False) -> None:
         """An answer to ``url`` (a 429: ``throttled``) showed its subscription's counter at ``count`` (None: no
@@ -303,6 +330,13 @@ class Governor:
             largest = self._largest.get(member)
             self._largest[member] = max(count, largest or 0)
             if member in self._joined or not (throttled or (largest is not None and count < largest)):
+                return
+        self._join(member, key, subscription)
+
+    def _join(self, member: str, key: str, subscription: str) -> None:
+        """``member`` (a family in a subscription) draws on the subscription's bucket from now on."""
+        with self._lock:
+            if member in self._joined:
                 return
             self._joined.add(member)
             source = self._limiters.get(key)

@@ -128,9 +128,13 @@ def test_rate_limit_is_a_token_bucket_over_aml_requests(emu: EmulatorServer, aml
     throttled = aml.get(url)
     assert throttled.status_code == 429
     assert int(throttled.headers["Retry-After"]) >= 1
-    assert throttled.headers["x-ms-ratelimit-remaining-subscription-reads"] == "0"
     assert throttled.json()["error"]["code"] == "RequestThrottled"
     assert emu.requests()[-1]["fault"] == "throttled"
+    # AND the count is told where counts are told: ARM's 429 says 0, run history's (like its answers) nothing
+    assert "x-ms-ratelimit-remaining-subscription-reads" not in throttled.headers
+    arm_throttled = aml.get(aml.arm(WS), API)
+    assert arm_throttled.status_code == 429
+    assert arm_throttled.headers["x-ms-ratelimit-remaining-subscription-reads"] == "0"
     # AND the token endpoint is not limited
     assert fetch_token(emu)
     # AND the bucket refills

@@ -290,6 +290,9 @@ class EmulatorCore(ArmV2Routes, ResourceGraphRoutes):
             if wait is not None:
                 fault = "throttled"
                 resp = self._throttled(req, style, wait, location)
+                if not self._tells_counts(family, config):  # the bucket's count 0, only where counts are told
+                    resp.headers.pop("x-ms-ratelimit-remaining-subscription-reads", None)
+                    resp.headers.pop("x-ms-ratelimit-remaining-subscription-deletes", None)
             else:
                 drawn = self._draw_fault()
                 if drawn is not None:
