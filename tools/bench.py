@@ -445,8 +445,9 @@ def render(results: dict[str, Any]) -> str:
         lines.append(
             "One bucket for the subscription, all services alike. The ideal is (admitted calls - burst) / rate; the "
             "span is the service's view, first to last call (the process's own start and exit are the cold start "
-            "below). Where only ARM sends remaining counts, each data-plane family finds the subscription's bucket by "
-            "its first 429, and the first shared throttling costs a whole Retry-After (the emulator answers whole seconds)."
+            "below). Where not every answer tells the count, the first calls empty the bucket before any answer can "
+            "say so: that first wave of 429s (up to 2 x concurrency - 1 calls in flight) is most of the 429s, and its "
+            "calls, often a list's first page that other calls wait for, wait a whole-second Retry-After."
         )
     if results["sporadic"]:
         spor = results["sporadic"]

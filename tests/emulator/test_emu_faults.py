@@ -150,3 +150,21 @@ def test_latency_delays_aml_requests_only(emu: EmulatorServer, aml: AmlClient) -
     started = time.monotonic()
     fetch_token(emu)
     assert time.monotonic() - started < 0.15
+
+
+def test_counts_are_told_on_arm_answers_by_default_on_every_answer_or_on_none(emu: EmulatorServer, aml: AmlClient) -> None:
+    # GIVEN a bucket, and the three ways a service may tell (or not) what is left of it
+    history = aml.exp(f"history/v1.0/{WS}/experiments")
+    told = {}
+    for mode, knobs in {
+        "arm": {},
+        "every": {"rate_headers": True},
+        "none": {"arm_headers": False},
+    }.items():
+        emu.configure(**{"rate": 50, "burst": 20, "rate_headers": False, "arm_headers": True, **knobs})
+        told[mode] = [
+            "x-ms-ratelimit-remaining-subscription-reads" in aml.get(url, *extra).headers
+            for url, extra in ((aml.arm(WS), (API,)), (history, ()))
+        ]
+    # THEN ARM only by default (as Azure), every family with rate_headers, none with arm_headers off
+    assert told == {"arm": [True, False], "every": [True, True], "none": [False, False]}
