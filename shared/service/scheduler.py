@@ -32,6 +32,7 @@ from queue import Empty, SimpleQueue
 from typing import Any, Generic, NamedTuple, TypeVar
 
 S = TypeVar("S")
+_ORDER = attrgetter("order")
 Order = tuple[int, ...]  # a step's place in depth-first pre-order: its parent's, then its index among its siblings
 
 
@@ -130,10 +131,16 @@ class Lanes(Generic[S]):
         self._enqueue(pending, entry.order, future.result())
 
     def _enqueue(self, pending: list[_Waiting[S]], parent: Order, children: list[S]) -> None:
-        """Children take their parent's place in depth-first pre-order, in the order the parent gave them."""
-        for i, child in enumerate(children):
-            first = self.first is not None and self.first(child)
-            bisect.insort(pending, _Waiting((*parent, i), child, self.lane(child), first), key=attrgetter("order"))
+        """Children take their parent's place in depth-first pre-order, in the order the parent gave them (side by
+        side: none of the parent's other descendants can be waiting yet)."""
+        if not children:
+            return
+        entries = [
+            _Waiting((*parent, i), child, self.lane(child), self.first is not None and self.first(child))
+            for i, child in enumerate(children)
+        ]
+        at = bisect.bisect_left(pending, entries[0].order, key=_ORDER)
+        pending[at:at] = entries
 
     def _next_step(self, pending: list[_Waiting[S]], slots: _Slots) -> _Waiting[S] | None:
         """The first waiting step, in depth-first pre-order, whose lane has a free slot; while at most
