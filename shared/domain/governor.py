@@ -295,9 +295,10 @@ class Governor:
     ) -> tuple[Limiter, bool]:
         """The service answered a call to ``url`` sent at ``sent_at``: its family may join its subscription's
         limiter, which then takes the answer. Returns that limiter, and whether shared throttling now paces it."""
-        self.declared(url, remaining_from_headers(headers, "subscription-"), throttled=throttled)
+        counts = {k: v for k, v in (headers or {}).items() if k.lower().startswith(REMAINING_PREFIX)}  # read once
+        self.declared(url, remaining_from_headers(counts, "subscription-"), throttled=throttled)
         limiter = self.limiter(url)
-        shared = limiter.answered(sent_at, throttled=throttled, remaining=remaining_from_headers(headers))
+        shared = limiter.answered(sent_at, throttled=throttled, remaining=remaining_from_headers(counts))
         if shared:
             self._join_throttled_together(url)
         return limiter, shared

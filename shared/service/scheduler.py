@@ -82,8 +82,9 @@ class Lanes(Generic[S]):
             while pending or running:
                 stop = self.should_stop()
                 # a checkpoint is due; while a step waits out a Retry-After, not before three times as long
-                patient = self.clock() - last_checkpoint < 3 * self.checkpoint_seconds
-                due = self.checkpoint is not None and self.clock() - last_checkpoint >= self.checkpoint_seconds
+                since = self.clock() - last_checkpoint
+                patient = since < 3 * self.checkpoint_seconds
+                due = self.checkpoint is not None and since >= self.checkpoint_seconds
                 if stop or (due and not (patient and slots.aside)):
                     # quiesce: let the steps under way finish, so that what waits is the whole of the work left;
                     # a checkpoint (not a stop) gives up for now when a step goes to wait out a Retry-After
@@ -184,20 +185,24 @@ class _Slots:
     def full_lanes(self) -> set[Hashable] | None:
         """The lanes with no free slot now; None when every slot is taken."""
         with self._cond:
-            if sum(self._held.values()) + sum(self._returning.values()) >= self.total:
+            if self._all_taken():
                 return None
-            lanes = self._held.keys() | self._returning.keys()
-            return {lane for lane in lanes if self._held[lane] + self._returning[lane] >= self.per_lane}
+            return {lane for lane in self._held.keys() | self._returning.keys() if self._lane_taken(lane)}
 
     def take(self, lane: Hashable) -> bool:
         """Hold a slot of ``lane`` if it has one free (and so does the run)."""
         with self._cond:
-            if sum(self._held.values()) + sum(self._returning.values()) >= self.total:
-                return False
-            if self._held[lane] + self._returning[lane] >= self.per_lane:
+            if self._all_taken() or self._lane_taken(lane):
                 return False
             self._held[lane] += 1
             return True
+
+    # a slot is taken when held, or owed to a step back from waiting aside (lock held)
+    def _all_taken(self) -> bool:
+        return self._held.total() + self._returning.total() >= self.total
+
+    def _lane_taken(self, lane: Hashable) -> bool:
+        return self._held[lane] + self._returning[lane] >= self.per_lane
 
     def release(self, lane: Hashable) -> None:
         with self._cond:
@@ -224,7 +229,8 @@ class _Slots:
                 return
             with self._cond:
                 self._returning[lane] += 1
-                self._cond.wait_for(lambda: self._held[lane] < self.per_lane and sum(self._held.values()) < self.total)
+                # its own slot is owed to it: wait only for the steps that hold one
+                self._cond.wait_for(lambda: self._held[lane] < self.per_lane and self._held.total() < self.total)
                 self._returning[lane] -= 1
                 self._held[lane] += 1
                 self._aside -= 1

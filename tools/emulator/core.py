@@ -290,19 +290,11 @@ class EmulatorCore(ArmV2Routes, ResourceGraphRoutes):
             if wait is not None:
                 fault = "throttled"
                 resp = self._throttled(req, style, wait, location)
-                if not self._tells_counts(family, config):  # the bucket's count 0, only where counts are told
-                    resp.headers.pop("x-ms-ratelimit-remaining-subscription-reads", None)
-                    resp.headers.pop("x-ms-ratelimit-remaining-subscription-deletes", None)
             else:
                 drawn = self._draw_fault()
                 if drawn is not None:
                     fault = drawn
                     resp = self._fault(req, style, drawn, location)
-                    if resp.status == 429:  # not the bucket's 429: it tells the bucket's real count, where counts are told
-                        resp.headers.pop("x-ms-ratelimit-remaining-subscription-reads", None)
-                        resp.headers.pop("x-ms-ratelimit-remaining-subscription-deletes", None)
-                        if self._tells_counts(family, config) and not resource_graph:
-                            self._remaining_headers(req, resp, bucket)
                 elif not authorized:
                     resp = self._unauthorized(req)
                 else:
@@ -310,8 +302,9 @@ class EmulatorCore(ArmV2Routes, ResourceGraphRoutes):
                         resp = self._route(req, family)
                     except HttpError as exc:
                         resp = Response(exc.status, error_body(style, exc.status, exc.code, exc.message, location), exc.headers)
-                    if self._tells_counts(family, config) and not resource_graph:
-                        self._remaining_headers(req, resp, bucket)
+            # the bucket's count (0 on its own 429s), where counts are told: on every answer but a cut or a 401
+            if not resp.drop and resp.status != 401 and self._tells_counts(family, config) and not resource_graph:
+                self._remaining_headers(req, resp, bucket)
         self._record(req, family, resp, authorized, fault)
         return resp
 
@@ -342,16 +335,10 @@ class EmulatorCore(ArmV2Routes, ResourceGraphRoutes):
         elif req.method in ("POST", "PUT", "PATCH"):
             resp.headers.setdefault("x-ms-ratelimit-remaining-subscription-writes", remaining)
 
-    def _throttle_headers(self, req: Request, retry_after: int) -> dict[str, str]:
-        headers = {"Retry-After": str(retry_after), "x-ms-ratelimit-remaining-subscription-reads": "0"}
-        if req.method == "DELETE":
-            headers["x-ms-ratelimit-remaining-subscription-deletes"] = "0"
-        return headers
-
     def _throttled(self, req: Request, style: str, wait: int, location: str | None) -> Response:
         code = "TooManyRequests" if style in ("arm", "mms") else "RequestThrottled"
         message = "The request is being throttled as the limit has been reached for operation type - Read."
-        return Response(429, error_body(style, 429, code, message, location), self._throttle_headers(req, wait))
+        return Response(429, error_body(style, 429, code, message, location), {"Retry-After": str(wait)})
 
     def _fault(self, req: Request, style: str, kind: str, location: str | None) -> Response:
         if kind == FAULT_DROP:
